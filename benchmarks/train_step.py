@@ -1,0 +1,74 @@
+"""Time one ε-Seg training step (forward + EpsSegLoss + backward + Adamax step) on the CPU.
+
+Usage: python benchmarks/train_step.py [--batch 32] [--filters 64] [--blocks 5] [--levels 3] [--dims 2] [--steps 3]
+Prints the median seconds per step and patches per second for the given network size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from epsseg_monai.losses import EpsSegLoss
+from epsseg_monai.networks import EpsSegHVAE
+from epsseg_monai.utils import center_region_slices
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--filters", type=int, default=64)
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--latent", type=int, default=32)
+    parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    torch.manual_seed(0)
+    net = EpsSegHVAE(
+        args.dims,
+        1,
+        args.classes,
+        num_levels=args.levels,
+        num_filters=args.filters,
+        num_blocks=args.blocks,
+        latent_channels=args.latent,
+        patch_size=args.patch,
+    )
+    loss_fn = EpsSegLoss()
+    opt = torch.optim.Adamax(net.parameters(), lr=3e-5)
+    shape = (args.batch, 1) + (args.patch,) * args.dims
+    target = torch.randn(shape)
+    masked = target.clone()
+    masked[(slice(None), slice(None)) + center_region_slices(shape[2:], 1)] = 0
+    labels = torch.arange(args.batch) % args.classes + 1
+
+    times = []
+    for _ in range(args.steps + 1):
+        start = time.perf_counter()
+        terms = loss_fn(net(masked), target, labels)
+        opt.zero_grad()
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        times.append(time.perf_counter() - start)
+    step = statistics.median(times[1:])  # the first step warms up allocators
+    params = sum(p.numel() for p in net.parameters())
+    print(
+        f"{args.dims}D patch {args.patch}, batch {args.batch}, filters {args.filters}, blocks {args.blocks}, "
+        f"levels {args.levels}, params {params / 1e6:.2f} M, threads {torch.get_num_threads()}: "
+        f"{step:.2f} s/step, {args.batch / step:.1f} patches/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The ε-Seg objective: inpainting + KL (GMM top prior) + sparse contrastive + cross-entropy."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.utils import LossReduction
+from torch.nn.modules.loss import _Loss
+
+from epsseg_monai.losses.contrastive_loss import SparseContrastiveLoss
+from epsseg_monai.losses.inpainting_loss import InpaintingLoss
+from epsseg_monai.losses.kl_loss import GMMKLDivergenceLoss
+from epsseg_monai.utils import UNLABELLED
+
+__all__ = ["EpsSegLoss", "sparse_cross_entropy"]
+
+#: Keys of the dictionary returned by :class:`EpsSegLoss`.
+TERMS = ("loss", "inpainting", "kl", "contrastive", "ce")
+
+
+def sparse_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean", weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy of class logits ``(B, C)`` against ids ``1..C``; samples labelled ``0`` are ignored.
+
+    With ``"mean"`` the loss is averaged over labelled samples (0 when there are none); ``"none"`` gives
+    ``(B,)`` with 0 for unlabelled samples.
+    """
+    if logits.ndim != 2 or labels.shape != (logits.shape[0],):
+        raise ValueError(
+            f"Expected logits (B, C) and labels (B,), got {tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
+    if labels.numel() and (labels.min() < 0 or labels.max() > logits.shape[1]):
+        raise ValueError(f"labels must be in 0..{logits.shape[1]} (0 = unlabelled), got {labels.tolist()}.")
+    per_sample = F.cross_entropy(
+        logits, labels.long() - 1, weight=weight, ignore_index=UNLABELLED - 1, reduction="none"
+    )
+    if reduction == "none":
+        return per_sample
+    if reduction == "sum":
+        return per_sample.sum()
+    labelled = labels != UNLABELLED
+    if weight is None:
+        norm = labelled.sum().to(per_sample.dtype)
+    else:
+        norm = weight.to(per_sample.dtype)[labels.long()[labelled] - 1].sum()
+    return per_sample.sum() / norm.clamp(min=1e-12) if bool(labelled.any()) else per_sample.sum()
+
+
+class EpsSegLoss(_Loss):
+    """``alpha * inpainting + beta * KL + gamma * contrastive + ce_weight * CE`` on the network's training output.
+
+    Args:
+        alpha: weight of :class:`InpaintingLoss` (1).
+        beta: weight of :class:`GMMKLDivergenceLoss` (0.01, reference).
+        gamma: weight of :class:`SparseContrastiveLoss` (0.1, reference).
+        ce_weight: weight of the cross-entropy of the head (1).
+        mask_size: side of the masked centre region (for the inpainting loss).
+        margin: contrastive margin (20, reference).
+        level_weights: contrastive level weights (bottom to top), default ``1/4, 1/2, 1`` for 3 levels.
+        class_weights: optional per-class weights of the cross-entropy, length ``C``.
+        reduction: batch reduction of the inpainting and cross-entropy terms, ``"mean"`` or ``"sum"``.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 0.01,
+        gamma: float = 0.1,
+        ce_weight: float = 1.0,
+        mask_size: int = 1,
+        margin: float = 20.0,
+        level_weights: Sequence[float] | None = None,
+        class_weights: Sequence[float] | None = None,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        if self.reduction == LossReduction.NONE.value:
+            raise ValueError("EpsSegLoss combines terms into a scalar; use reduction 'mean' or 'sum'.")
+        self.alpha, self.beta, self.gamma, self.ce_weight = alpha, beta, gamma, ce_weight
+        self.inpainting = InpaintingLoss(mask_size=mask_size, reduction=self.reduction)
+        self.kl = GMMKLDivergenceLoss(reduction="mean")
+        self.contrastive = SparseContrastiveLoss(margin=margin, level_weights=level_weights)
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+
+    def forward(
+        self,
+        outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]],
+        target: torch.Tensor,
+        labels: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs: the dict of :meth:`EpsSegHVAE.forward_train` (``logits``, ``reconstruction``, ``mu``,
+                ``logvar``, ``prior_mu``, ``prior_logvar``).
+            target: the unmasked image patches, shape of ``outputs["reconstruction"]``.
+            labels: class id ``1..C`` of each patch's centre, ``0`` = unlabelled, shape ``(B,)``.
+            mask: optional inpainting region (default: centre of side ``mask_size``).
+
+        Returns:
+            dict with the total ``"loss"`` (to back-propagate) and each unweighted term (``"inpainting"``,
+            ``"kl"``, ``"contrastive"``, ``"ce"``) for logging.
+        """
+        missing = [
+            k for k in ("logits", "reconstruction", "mu", "logvar", "prior_mu", "prior_logvar") if k not in outputs
+        ]
+        if missing:
+            raise ValueError(f"outputs lacks {missing}; pass the dict of EpsSegHVAE in training mode (forward_train).")
+        labels = labels.reshape(-1).to(device=target.device)
+        inpainting = self.inpainting(outputs["reconstruction"], target, mask)
+        kl = self.kl(outputs["mu"], outputs["logvar"], outputs["prior_mu"], outputs["prior_logvar"], labels)
+        contrastive = self.contrastive(outputs["mu"], labels)
+        weight = None if self.class_weights is None else self.class_weights.to(target.device)
+        ce = sparse_cross_entropy(outputs["logits"], labels, reduction=self.reduction, weight=weight)
+        total = self.alpha * inpainting + self.beta * kl + self.gamma * contrastive + self.ce_weight * ce
+        return dict(zip(TERMS, (total, inpainting, kl, contrastive, ce)))

@@ -1,0 +1,8 @@
+"""ε-Seg networks: the ladder VAE, its GMM prior and its segmentation head."""
+
+from __future__ import annotations
+
+from .blocks import BlurPool, GatedResidualBlock, GMMPrior, SegmentationHead, gaussian_kl
+from .nets import EpsSegHVAE
+
+__all__ = ["BlurPool", "EpsSegHVAE", "GMMPrior", "GatedResidualBlock", "SegmentationHead", "gaussian_kl"]

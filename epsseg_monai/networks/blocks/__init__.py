@@ -1,0 +1,18 @@
+"""Building blocks of the ε-Seg ladder VAE."""
+
+from __future__ import annotations
+
+from .blur_pool import BlurPool
+from .gmm_prior import GMMPrior, gaussian_kl, select_components
+from .residual import GatedResidualBlock, GateLayer
+from .segmentation_head import SegmentationHead
+
+__all__ = [
+    "BlurPool",
+    "GMMPrior",
+    "GateLayer",
+    "GatedResidualBlock",
+    "SegmentationHead",
+    "gaussian_kl",
+    "select_components",
+]

@@ -1,0 +1,239 @@
+"""The ε-Seg hierarchical (ladder) VAE with a Gaussian-mixture top prior and a segmentation head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.layers.factories import Act, Conv
+from torch import nn
+
+from epsseg_monai.networks.blocks.blur_pool import BlurPool
+from epsseg_monai.networks.blocks.gmm_prior import GMMPrior
+from epsseg_monai.networks.blocks.residual import GatedResidualBlock
+from epsseg_monai.networks.blocks.segmentation_head import SegmentationHead
+
+__all__ = ["EpsSegHVAE"]
+
+#: Log-variances of every posterior and learned prior are clamped to this range (reference code).
+LOGVAR_RANGE = (-10.0, 10.0)
+
+
+class _Gaussian(nn.Module):
+    """A 3x3 convolution giving the mean and the clamped log-variance of a diagonal Gaussian."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, latent_channels: int) -> None:
+        super().__init__()
+        self.conv = Conv[Conv.CONV, spatial_dims](in_channels, 2 * latent_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = torch.chunk(self.conv(x), 2, dim=1)
+        return mu, logvar.clamp(*LOGVAR_RANGE)
+
+
+class EpsSegHVAE(nn.Module):
+    """Ladder VAE of ε-Seg (arXiv 2510.18637) for 2D or 3D patches, as a MONAI network.
+
+    Bottom-up path: 5x5 conv, ELU, a gated residual block, then per level a 3x3 conv, blur-pool (x1/2) and
+    ``num_blocks`` gated residual blocks; latent maps are ``patch/2, patch/4, ...``. Top-down path: the top
+    level's posterior ``q(z_L|x)`` comes from the top bottom-up features and its prior is a
+    :class:`GMMPrior`; each lower level gets a prior ``p(z_l|z_>l)`` from the top-down features and a
+    posterior ``q(z_l|x, z_>l)`` from the merge of top-down and bottom-up features (analytic KL). The
+    decoder ends at full resolution with a 3x3 conv to the image channels (mean of a fixed-variance Gaussian
+    likelihood). The :class:`SegmentationHead` reads the centre window of the top-level posterior means.
+
+    In training mode ``forward`` returns a dict with everything :class:`~epsseg_monai.losses.EpsSegLoss`
+    needs; in eval mode it returns the class logits ``(B, C)`` of each patch's centre pixel as a plain
+    tensor (only the bottom-up path, the top posterior and the head run), so ``torch.jit.trace`` and
+    ``monai.bundle verify_net_in_out`` work. :meth:`forward_train` returns the dict in either mode (for
+    validation losses without dropout or sampling).
+
+    Args:
+        spatial_dims: number of spatial dimensions, 2 or 3.
+        in_channels: image channels.
+        num_classes: number of classes ``C`` (= GMM components, = head outputs).
+        num_levels: number of latent levels (3 in the reference).
+        num_filters: channels of the deterministic features (64).
+        num_blocks: gated residual blocks per level, bottom-up and top-down (5).
+        latent_channels: channels ``Z`` of every latent level (32).
+        patch_size: side of the training patches (64); must be divisible by ``2**num_levels``.
+        dropout: dropout probability in the residual blocks (0.2).
+        head_window: side of the centre window of the top latent map read by the head (8).
+        head_hidden: hidden width of the head (32).
+        mu_init: value of the GMM component means on their channel block (5.0).
+        learnable_prior: learn the GMM component means and variances.
+        num_final_blocks: residual blocks at full resolution before the output conv (default: ``num_blocks``).
+        act: activation of the residual blocks (ELU).
+        norm: normalisation of the residual blocks (batch norm) or ``None``.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        num_levels: int = 3,
+        num_filters: int = 64,
+        num_blocks: int = 5,
+        latent_channels: int = 32,
+        patch_size: int = 64,
+        dropout: float = 0.2,
+        head_window: int = 8,
+        head_hidden: int = 32,
+        mu_init: float = 5.0,
+        learnable_prior: bool = False,
+        num_final_blocks: int | None = None,
+        act: str = "elu",
+        norm: str | None = "batch",
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {num_levels}.")
+        factor = 2**num_levels
+        if patch_size % factor != 0:
+            raise ValueError(f"patch_size {patch_size} must be divisible by 2**num_levels = {factor}.")
+        if patch_size // factor < head_window:
+            raise ValueError(
+                f"The top latent map of a {patch_size} px patch is {patch_size // factor} px, smaller than "
+                f"head_window={head_window}; use a larger patch, fewer levels or a smaller window."
+            )
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.num_levels = num_levels
+        self.latent_channels = latent_channels
+        self.patch_size = patch_size
+        self.downsampling_factor = factor
+
+        conv = Conv[Conv.CONV, spatial_dims]
+        upconv = Conv[Conv.CONVTRANS, spatial_dims]
+
+        def blocks(n: int) -> list[nn.Module]:
+            return [
+                GatedResidualBlock(spatial_dims, num_filters, act=act, norm=norm, dropout=dropout) for _ in range(n)
+            ]
+
+        self.stem = nn.Sequential(conv(in_channels, num_filters, kernel_size=5, padding=2), Act[act](), *blocks(1))
+        self.bottom_up = nn.ModuleList(
+            nn.Sequential(
+                conv(num_filters, num_filters, kernel_size=3, padding=1),
+                BlurPool(spatial_dims, num_filters, stride=2),
+                *blocks(num_blocks),
+            )
+            for _ in range(num_levels)
+        )
+        # Top level: posterior from the top bottom-up features, GMM prior.
+        self.top_posterior = _Gaussian(spatial_dims, num_filters, latent_channels)
+        self.prior = GMMPrior(num_classes, latent_channels, mu_init=mu_init, learnable=learnable_prior)
+        # Lower levels (index 0 = bottom): prior from top-down features, posterior from the merge.
+        self.priors = nn.ModuleList(
+            _Gaussian(spatial_dims, num_filters, latent_channels) for _ in range(num_levels - 1)
+        )
+        self.merges = nn.ModuleList(
+            nn.Sequential(conv(2 * num_filters, num_filters, kernel_size=1), *blocks(1)) for _ in range(num_levels - 1)
+        )
+        self.posteriors = nn.ModuleList(
+            _Gaussian(spatial_dims, num_filters, latent_channels) for _ in range(num_levels - 1)
+        )
+        # Every level: latent sample -> features, residual blocks, upsampling (x2).
+        self.from_latent = nn.ModuleList(
+            conv(latent_channels, num_filters, kernel_size=3, padding=1) for _ in range(num_levels)
+        )
+        self.top_down = nn.ModuleList(
+            nn.Sequential(
+                *blocks(num_blocks),
+                upconv(num_filters, num_filters, kernel_size=3, stride=2, padding=1, output_padding=1),
+            )
+            for _ in range(num_levels)
+        )
+        final = num_blocks if num_final_blocks is None else num_final_blocks
+        self.decoder_out = nn.Sequential(*blocks(final), conv(num_filters, in_channels, kernel_size=3, padding=1))
+        self.head = SegmentationHead(spatial_dims, latent_channels, num_classes, head_window, head_hidden)
+
+    # ------------------------------------------------------------------ helpers
+    def _check_input(self, x: torch.Tensor, full: bool) -> None:
+        if x.ndim != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Expected input of shape (B, {self.in_channels}, {', '.join(['*'] * self.spatial_dims)}), "
+                f"got {tuple(x.shape)}."
+            )
+        if full and any(s % self.downsampling_factor for s in x.shape[2:]):
+            raise ValueError(
+                f"Training patches must have sides divisible by {self.downsampling_factor}, got {tuple(x.shape[2:])}."
+            )
+
+    def _sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return mu
+        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+
+    def bottom_up_pass(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Bottom-up features of every level (index 0 = bottom, resolution ``/2``)."""
+        h = self.stem(x)
+        features = []
+        for level in self.bottom_up:
+            h = level(h)
+            features.append(h)
+        return features
+
+    def encode_top(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-level posterior mean and log-variance; only the bottom-up path runs."""
+        self._check_input(x, full=False)
+        return self.top_posterior(self.bottom_up_pass(x)[-1])
+
+    # ------------------------------------------------------------------ forward
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Full ladder pass.
+
+        Args:
+            x: (masked) image patches, shape ``B in_channels [spatial]``.
+
+        Returns:
+            dict with ``logits`` (B, C); ``reconstruction`` (like ``x``); per level from bottom to top,
+            ``mu``/``logvar`` (posterior, BZ[spatial/2**(l+1)]), ``z`` (samples; the means in eval mode) and
+            ``prior_mu``/``prior_logvar`` (prior of the level; for the top level the GMM components, (C, Z)).
+        """
+        self._check_input(x, full=True)
+        features = self.bottom_up_pass(x)
+        n = self.num_levels
+        mus: list[torch.Tensor] = [x] * n
+        logvars: list[torch.Tensor] = [x] * n
+        zs: list[torch.Tensor] = [x] * n
+        prior_mus: list[torch.Tensor] = [x] * n
+        prior_logvars: list[torch.Tensor] = [x] * n
+
+        mu, logvar = self.top_posterior(features[-1])
+        z = self._sample(mu, logvar)
+        mus[-1], logvars[-1], zs[-1] = mu, logvar, z
+        prior_mus[-1], prior_logvars[-1] = self.prior()
+        h = self.top_down[-1](self.from_latent[-1](z))
+        for level in reversed(range(n - 1)):
+            p_mu, p_logvar = self.priors[level](h)
+            mu, logvar = self.posteriors[level](self.merges[level](torch.cat([h, features[level]], dim=1)))
+            z = self._sample(mu, logvar)
+            mus[level], logvars[level], zs[level] = mu, logvar, z
+            prior_mus[level], prior_logvars[level] = p_mu, p_logvar
+            h = self.top_down[level](h + self.from_latent[level](z))
+        return {
+            "logits": self.head(mus[-1]),
+            "reconstruction": self.decoder_out(h),
+            "mu": mus,
+            "logvar": logvars,
+            "z": zs,
+            "prior_mu": prior_mus,
+            "prior_logvar": prior_logvars,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Training mode: the dict of :meth:`forward_train`. Eval mode: centre-pixel class logits ``(B, C)``."""
+        if self.training:
+            return self.forward_train(x)
+        return self.head(self.encode_top(x)[0])
+
+    def latent_sizes(self, patch_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:
+        """Spatial sizes of the latent maps of every level (bottom to top) for a patch of ``patch_size``."""
+        size = self.patch_size if patch_size is None else patch_size
+        sizes = (size,) * self.spatial_dims if isinstance(size, int) else tuple(size)
+        return [tuple(s // 2 ** (level + 1) for s in sizes) for level in range(self.num_levels)]

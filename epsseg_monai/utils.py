@@ -1,0 +1,90 @@
+"""Conventions shared by every component: where a patch's centre is, and what a sparse label is.
+
+One centre convention is used everywhere (sampler, mask, inpainting loss, segmentation head, inferers):
+the centre of a patch of side ``p`` is the voxel at index ``p // 2`` along each spatial axis. A centre
+region of side ``m`` starts at ``p // 2 - m // 2``. The reference code mixes ``p // 2 - 1`` (training)
+and ``p // 2`` (prediction); this package does not.
+
+Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` = class id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["UNLABELLED", "center_index", "center_region_slices", "center_region_mask", "check_sparse_labels"]
+
+#: Label value of pixels (or samples) without annotation.
+UNLABELLED = 0
+
+
+def center_index(size: int) -> int:
+    """Index of the centre voxel along an axis of ``size`` voxels (``size // 2``)."""
+    return int(size) // 2
+
+
+def center_region_slices(spatial_shape: Sequence[int], region_size: int | Sequence[int]) -> tuple[slice, ...]:
+    """Slices selecting the centre region of side ``region_size`` of an array of ``spatial_shape``.
+
+    Args:
+        spatial_shape: spatial shape of the patch, e.g. ``(64, 64)``.
+        region_size: side of the centre square/cube; an int applies to every axis.
+
+    Raises:
+        ValueError: when the region is empty or larger than the patch.
+    """
+    spatial_shape = tuple(int(s) for s in spatial_shape)
+    sizes = (int(region_size),) * len(spatial_shape) if np.isscalar(region_size) else tuple(region_size)
+    if len(sizes) != len(spatial_shape):
+        raise ValueError(f"region_size {region_size} does not match spatial shape {spatial_shape}.")
+    slices = []
+    for size, m in zip(spatial_shape, sizes):
+        if m < 1 or m > size:
+            raise ValueError(f"Centre region of side {m} does not fit a patch of spatial shape {spatial_shape}.")
+        start = center_index(size) - m // 2
+        slices.append(slice(start, start + m))
+    return tuple(slices)
+
+
+def center_region_mask(
+    spatial_shape: Sequence[int], region_size: int | Sequence[int], device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean tensor of ``spatial_shape`` that is ``True`` on the centre region (see :func:`center_region_slices`)."""
+    mask = torch.zeros(tuple(int(s) for s in spatial_shape), dtype=torch.bool, device=device)
+    mask[center_region_slices(spatial_shape, region_size)] = True
+    return mask
+
+
+def check_sparse_labels(
+    labels: np.ndarray | torch.Tensor, num_classes: int | None = None, name: str = "labels"
+) -> None:
+    """Raise a ``ValueError`` that says what to fix when ``labels`` is not a valid sparse label array.
+
+    Valid: integer-valued, no NaN, values in ``0..num_classes`` (``0`` = unlabelled).
+
+    Args:
+        labels: sparse labels (any shape).
+        num_classes: number of classes ``C``; when given, ids above ``C`` are refused.
+        name: what to call the array in the message (e.g. a file name).
+    """
+    arr = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty.")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} contains NaN or infinite values; sparse labels must be integers 0..C.")
+        if not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"{name} contains non-integer values; sparse labels must be integers 0..C.")
+    elif not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
+        raise ValueError(f"{name} has dtype {arr.dtype}; sparse labels must be integers 0..C.")
+    lo, hi = arr.min(), arr.max()
+    if lo < 0:
+        raise ValueError(f"{name} contains negative ids (min {lo}); use 0 for unlabelled and 1..C for classes.")
+    if num_classes is not None and hi > num_classes:
+        raise ValueError(
+            f"{name} contains class id {hi} but num_classes={num_classes}; "
+            f"use ids 1..{num_classes} (0 = unlabelled) or raise num_classes."
+        )

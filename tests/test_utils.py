@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from epsseg_monai.utils import center_region_mask, center_region_slices, check_sparse_labels
+
+
+@pytest.mark.parametrize(
+    "shape, size, expected",
+    [
+        ((64, 64), 1, (slice(32, 33), slice(32, 33))),
+        ((64, 64), 3, (slice(31, 34),) * 2),
+        ((5, 8, 8), 2, (slice(1, 3), slice(3, 5), slice(3, 5))),
+    ],
+)
+def test_center_region_slices(shape, size, expected):
+    assert center_region_slices(shape, size) == expected
+
+
+def test_center_region_contains_center_index():
+    for p in (7, 8, 63, 64):
+        for m in (1, 2, 3):
+            (s,) = center_region_slices((p,), m)
+            assert s.start <= p // 2 < s.stop and s.stop - s.start == m
+
+
+def test_center_region_errors():
+    with pytest.raises(ValueError, match="does not fit"):
+        center_region_slices((4, 4), 5)
+    with pytest.raises(ValueError, match="does not match"):
+        center_region_slices((4, 4), (1, 1, 1))
+
+
+def test_center_region_mask_counts():
+    m = center_region_mask((9, 9, 9), 3)
+    assert m.dtype == torch.bool and int(m.sum()) == 27 and bool(m[4, 4, 4])
+
+
+@pytest.mark.parametrize(
+    "labels, num_classes, match",
+    [
+        (np.array([0, 1, -1]), None, "negative"),
+        (np.array([0.0, np.nan]), None, "NaN"),
+        (np.array([0.0, 1.5]), None, "non-integer"),
+        (np.array([0, 5]), 4, "class id 5"),
+        (np.array([]), None, "empty"),
+        (np.array(["a"]), None, "dtype"),
+    ],
+)
+def test_check_sparse_labels_errors(labels, num_classes, match):
+    with pytest.raises(ValueError, match=match):
+        check_sparse_labels(labels, num_classes)
+
+
+def test_check_sparse_labels_accepts_valid():
+    check_sparse_labels(np.array([0, 1, 4], dtype=np.uint8), 4)
+    check_sparse_labels(torch.tensor([0.0, 2.0]), 2)
