@@ -121,7 +121,8 @@ class RandSparseLabelPatch(Randomizable, Transform, MultiSampleTrait):
         """Return ``num_samples`` patches of ``img`` (C[spatial]) centred on labelled pixels of ``label``.
 
         Raises:
-            ValueError: when shapes do not match, labels are invalid, or nothing is labelled.
+            ValueError: when shapes do not match, labels are invalid, nothing is labelled, or a patch holds
+                NaN/inf values.
         """
         if label.ndim != img.ndim or label.shape[0] != 1 or tuple(label.shape[1:]) != tuple(img.shape[1:]):
             raise ValueError(
@@ -131,7 +132,15 @@ class RandSparseLabelPatch(Randomizable, Transform, MultiSampleTrait):
         if randomize:
             self.randomize(label)
         size = ensure_tuple_rep(self.patch_size, img.ndim - 1)
-        return [extract_patch(img, c, size, self.pad_mode) for c in self.centers]
+        patches = [extract_patch(img, c, size, self.pad_mode) for c in self.centers]
+        for patch, center in zip(patches, self.centers):
+            finite = torch.isfinite(patch).all() if isinstance(patch, torch.Tensor) else np.isfinite(patch).all()
+            if not finite:
+                raise ValueError(
+                    f"The image has NaN or infinite values in the patch around labelled pixel {center}; "
+                    "replace them (e.g. with the image mean) before training."
+                )
+        return patches
 
 
 class RandSparseLabelPatchd(Randomizable, MapTransform, MultiSampleTrait):

@@ -107,6 +107,16 @@ def test_sampler_errors(label, match):
         RandSparseLabelPatch(4, num_classes=4)(np.zeros((1, 10, 10), dtype=np.float32), label)
 
 
+def test_non_finite_image_values_are_refused():
+    image, label = sparse_data(counts=(1, 1, 1))
+    image[0, 0, 0] = np.nan
+    sampler = RandSparseLabelPatch(200, num_samples=1)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        sampler(image, label)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        sampler(torch.as_tensor(image), label)
+
+
 def test_dictionary_version():
     image, label = sparse_data(counts=(4, 4, 4))
     t = RandSparseLabelPatchd(["image", "label"], label_key="label", patch_size=16, num_samples=6).set_random_state(3)
