@@ -17,6 +17,8 @@ __all__ = ["EpsSegHVAE"]
 
 #: Log-variances of every posterior and learned prior are clamped to this range (reference code).
 LOGVAR_RANGE = (-10.0, 10.0)
+#: Per-level entries of the training output, each a list from the bottom level to the top.
+LEVEL_KEYS = ("mu", "logvar", "z", "prior_mu", "prior_logvar")
 
 
 class _Gaussian(nn.Module):
@@ -197,34 +199,20 @@ class EpsSegHVAE(nn.Module):
         """
         self._check_input(x, full=True)
         features = self.bottom_up_pass(x)
-        n = self.num_levels
-        mus: list[torch.Tensor] = [x] * n
-        logvars: list[torch.Tensor] = [x] * n
-        zs: list[torch.Tensor] = [x] * n
-        prior_mus: list[torch.Tensor] = [x] * n
-        prior_logvars: list[torch.Tensor] = [x] * n
-
+        # Filled from the top level down, reversed at the end (index 0 = bottom).
         mu, logvar = self.top_posterior(features[-1])
         z = self._sample(mu, logvar)
-        mus[-1], logvars[-1], zs[-1] = mu, logvar, z
-        prior_mus[-1], prior_logvars[-1] = self.prior()
+        gmm_mu, gmm_logvar = self.prior()
+        levels = [(mu, logvar, z, gmm_mu, gmm_logvar)]
         h = self.top_down[-1](self.from_latent[-1](z))
-        for level in reversed(range(n - 1)):
+        for level in reversed(range(self.num_levels - 1)):
             p_mu, p_logvar = self.priors[level](h)
             mu, logvar = self.posteriors[level](self.merges[level](torch.cat([h, features[level]], dim=1)))
             z = self._sample(mu, logvar)
-            mus[level], logvars[level], zs[level] = mu, logvar, z
-            prior_mus[level], prior_logvars[level] = p_mu, p_logvar
+            levels.append((mu, logvar, z, p_mu, p_logvar))
             h = self.top_down[level](h + self.from_latent[level](z))
-        return {
-            "logits": self.head(mus[-1]),
-            "reconstruction": self.decoder_out(h),
-            "mu": mus,
-            "logvar": logvars,
-            "z": zs,
-            "prior_mu": prior_mus,
-            "prior_logvar": prior_logvars,
-        }
+        per_key = {key: list(values[::-1]) for key, values in zip(LEVEL_KEYS, zip(*levels))}
+        return {"logits": self.head(per_key["mu"][-1]), "reconstruction": self.decoder_out(h), **per_key}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
         """Training mode: the dict of :meth:`forward_train`. Eval mode: centre-pixel class logits ``(B, C)``."""
