@@ -96,6 +96,7 @@ class SparseContrastiveLoss(_Loss):
         onehot = torch.nn.functional.one_hot(inverse, classes.numel()).to(levels[0].dtype)  # (n, K)
         same = onehot @ onehot.T
         same.fill_diagonal_(0)
+        num_same = same.sum()
         counts = onehot.sum(0)
         pair_counts = counts[:, None] * counts[None, :]
         upper = torch.triu(torch.ones_like(pair_counts, dtype=torch.bool), diagonal=1)
@@ -104,8 +105,8 @@ class SparseContrastiveLoss(_Loss):
         negative_pairs = zero + torch.zeros(int(upper.sum()), device=zero.device, dtype=zero.dtype)
         for weight, z in zip(weights, levels):
             d = pairwise_distances(z[labelled].flatten(1))
-            if same.sum() > 0:
-                positive = positive + weight * (same * d).sum() / same.sum()
+            if num_same > 0:
+                positive = positive + weight * (same * d).sum() / num_same
             close = (d < self.margin).to(d.dtype)
             penalty = close * (1.0 / (d + self.eps) + (self.margin - d) ** 2)
             pair_sums = onehot.T @ penalty @ onehot  # (K, K): summed penalties between classes a and b

@@ -63,18 +63,13 @@ class CenterRegionMask(Transform):
         if self.fill == "zero":
             out[region] = 0
             return out
-        outer = (slice(None),) + tuple(
-            slice(max(s.start - self.ring_width, 0), min(s.stop + self.ring_width, size))
-            for s, size in zip(region[1:], spatial)
-        )
-        ring_fits = all(
-            s.start - self.ring_width >= 0 and s.stop + self.ring_width <= size for s, size in zip(region[1:], spatial)
-        )
-        ring = np.zeros(spatial, dtype=bool)
-        if ring_fits:
-            ring[outer[1:]] = True
-        else:
-            ring[...] = True
+        width = self.ring_width
+        outer = tuple(slice(r.start - width, r.stop + width) for r in region[1:])
+        if all(o.start >= 0 and o.stop <= size for o, size in zip(outer, spatial)):
+            ring = np.zeros(spatial, dtype=bool)
+            ring[outer] = True
+        else:  # the ring does not fit the patch: use everything outside the region
+            ring = np.ones(spatial, dtype=bool)
         ring[region[1:]] = False
         if not ring.any():
             raise ValueError(f"No voxels around the centre region of a patch of shape {spatial} to take a mean from.")
