@@ -73,7 +73,7 @@ def main() -> None:
         f"{args.dims}D patch {args.patch}, batch {args.batch}, filters {args.filters}, blocks {args.blocks}, "
         f"levels {args.levels}, params {params / 1e6:.2f} M, threads {torch.get_num_threads()}, "
         f"channels-last {args.channels_last}: "
-        f"{step:.2f} s/step, {args.batch / step:.1f} patches/s"
+        f"{step:.2f} s/step, {args.batch / step:.3g} patches/s"
     )
 
 
