@@ -10,6 +10,7 @@ Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,3 +89,46 @@ def check_sparse_labels(
             f"{name} contains class id {hi} but num_classes={num_classes}; "
             f"use ids 1..{num_classes} (0 = unlabelled) or raise num_classes."
         )
+
+
+def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
+    """Fail early, naming the file and the fix, when a checkpoint is missing, unreadable or does not fit.
+
+    Args:
+        path: checkpoint file (a state dict, or a dict holding one under ``key``).
+        network: when given, the parameter names and shapes must match its state dict.
+        key: entry of the model's state dict in a multi-object checkpoint.
+
+    Returns:
+        ``path`` as a string, so a bundle config can chain it into ``CheckpointLoader``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Checkpoint {path} not found; train first (bundle/configs/train.json writes models/model.pt) "
+            "or pass --checkpoint pointing at trained weights."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise ValueError(
+            f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is corrupt or not a "
+            "PyTorch checkpoint. Retrain, or use the best/last checkpoint from models/."
+        ) from e
+    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+        state = state[key]
+    if network is not None:
+        expected = network.state_dict()
+        if not isinstance(state, dict) or set(state) != set(expected):
+            raise ValueError(
+                f"Checkpoint {path} does not hold the weights of this network (different parameter "
+                "names); check that it was trained with this bundle."
+            )
+        for name, value in expected.items():
+            if tuple(state[name].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
+                    f"there but {tuple(value.shape)} here. Pass the same --num_filters/--num_blocks/--num_levels/"
+                    "--latent_channels/--patch_size/--spatial_dims/--in_channels/--num_classes as in training."
+                )
+    return path

@@ -117,3 +117,26 @@ class EpsSegLoss(_Loss):
         ce = sparse_cross_entropy(outputs["logits"], labels, reduction=self.reduction, weight=weight)
         total = self.alpha * inpainting + self.beta * kl + self.gamma * contrastive + self.ce_weight * ce
         return dict(zip(TERMS, (total, inpainting, kl, contrastive, ce)))
+
+
+class EpsSegTrainerLoss(EpsSegLoss):
+    """:class:`EpsSegLoss` with the interface of ``monai.engines.SupervisedTrainer``'s ``loss_function``.
+
+    The trainer calls ``loss_function(pred, targets)`` and needs a tensor back; here ``pred`` is the
+    network's training dict and ``targets`` the dict made by
+    :class:`~epsseg_monai.engines.PrepareEpsSegBatch` (``"target"``: unmasked patches, ``"label"``: centre
+    classes, optional ``"mask"``). The total loss is returned; the detached terms of the last call stay in
+    :attr:`terms` for :class:`~epsseg_monai.handlers.LossTermsHandler`. Arguments as :class:`EpsSegLoss`.
+    """
+
+    terms: dict[str, torch.Tensor]
+
+    def forward(  # type: ignore[override]
+        self, outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], targets: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        missing = [k for k in ("target", "label") if k not in targets]
+        if missing:
+            raise ValueError(f"targets lacks {missing}; prepare batches with epsseg_monai.engines.PrepareEpsSegBatch.")
+        terms = super().forward(outputs, targets["target"], targets["label"], targets.get("mask"))
+        self.terms = {k: v.detach() for k, v in terms.items()}
+        return terms["loss"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from .checks import CheckInputsD, CheckInputsd, CheckInputsDict
+from .load_image import LoadMicroscopyImage, LoadMicroscopyImageD, LoadMicroscopyImaged, LoadMicroscopyImageDict
 from .masking import CenterRegionMask, CenterRegionMaskD, CenterRegionMaskd, CenterRegionMaskDict
+from .save_segmentation import SaveSegmentationD, SaveSegmentationd, SaveSegmentationDict, probabilities_to_labels
 from .sparse_patch import (
     RandSparseLabelPatch,
     RandSparseLabelPatchD,
@@ -10,8 +13,24 @@ from .sparse_patch import (
     RandSparseLabelPatchDict,
     extract_patch,
 )
+from .sparse_split import SplitSparseLabels, SplitSparseLabelsD, SplitSparseLabelsd, SplitSparseLabelsDict
 
 __all__ = [
+    "LoadMicroscopyImage",
+    "LoadMicroscopyImageD",
+    "LoadMicroscopyImageDict",
+    "LoadMicroscopyImaged",
+    "CheckInputsD",
+    "CheckInputsDict",
+    "CheckInputsd",
+    "SaveSegmentationD",
+    "SaveSegmentationDict",
+    "SaveSegmentationd",
+    "SplitSparseLabels",
+    "SplitSparseLabelsD",
+    "SplitSparseLabelsDict",
+    "SplitSparseLabelsd",
+    "probabilities_to_labels",
     "CenterRegionMask",
     "CenterRegionMaskD",
     "CenterRegionMaskDict",

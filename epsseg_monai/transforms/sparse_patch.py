@@ -39,15 +39,21 @@ def extract_patch(
         The patch, shape ``(C, *patch_size)``, of the type of ``img``.
     """
     spatial = img.shape[1:]
-    crop, pads = [slice(None)], [(0, 0)]
+    crop, pads, recrop = [slice(None)], [(0, 0)], [slice(None)]
     for c, p, size in zip(center, patch_size, spatial):
         lo = int(c) - center_index(p)
         hi = lo + p
-        crop.append(slice(max(lo, 0), min(hi, size)))
-        pads.append((max(-lo, 0), max(hi - size, 0)))
+        if lo >= 0 and hi <= size:
+            crop.append(slice(lo, hi))
+            pads.append((0, 0))
+            recrop.append(slice(None))
+        else:  # pad the whole axis so the values equal padding the whole image once (as the inferers do)
+            crop.append(slice(None))
+            pads.append((max(-lo, 0), max(hi - size, 0)))
+            recrop.append(slice(lo + max(-lo, 0), hi + max(-lo, 0)))
     patch = img[tuple(crop)]
     if any(a or b for a, b in pads):
-        padded = np.pad(convert_to_numpy(patch), pads, mode=pad_mode)
+        padded = np.pad(convert_to_numpy(patch), pads, mode=pad_mode)[tuple(recrop)]
         patch = convert_to_dst_type(padded, img)[0] if isinstance(img, torch.Tensor) else padded
     elif isinstance(img, torch.Tensor):
         patch = patch.clone()

@@ -1,0 +1,159 @@
+"""Data lists for the bundle's folder convention, and intensity statistics of the training images.
+
+Folder convention (napari Labels convention for the annotations)::
+
+    dataset_dir/images/<name>.<tif|tiff|png|nii|nii.gz>   2D images or 3D volumes, one or more channels
+    dataset_dir/labels/<name>.<same>                       sparse annotations: 0 unlabelled, 1..C class ids
+    dataset_dir/val/images/..., dataset_dir/val/labels/... optional validation set, same layout
+
+Without ``val/``, validation uses a seeded, class-stratified share of the labelled points
+(:class:`epsseg_monai.transforms.SplitSparseLabelsd`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .image_io import image_stem, list_images
+
+__all__ = [
+    "dataset_splits",
+    "image_datalist",
+    "intensity_statistics",
+    "load_intensity_stats",
+    "save_intensity_stats",
+    "sparse_datalist",
+]
+
+
+def image_datalist(folder: str | os.PathLike) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every readable image of ``folder`` (for inference).
+
+    Raises:
+        FileNotFoundError: when the folder does not exist or holds no readable image.
+    """
+    files = list_images(folder)
+    if not files:
+        raise FileNotFoundError(f"No .tif/.tiff/.png/.nii/.nii.gz images in {folder}; point --input_dir at them.")
+    return [{"image": str(f)} for f in files]
+
+
+def sparse_datalist(
+    dataset_dir: str | os.PathLike, image_dir: str = "images", label_dir: str = "labels"
+) -> list[dict[str, str]]:
+    """Pair ``dataset_dir/images/<name>.*`` with ``dataset_dir/labels/<name>.*``.
+
+    Returns:
+        ``[{"image": path, "label": path, "name": name}, ...]`` sorted by name.
+
+    Raises:
+        FileNotFoundError: when a folder is missing, empty, or an image has no annotation (or vice versa).
+    """
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Dataset folder {root} does not exist; pass --dataset_dir pointing at a folder with images/ and labels/."
+        )
+    for sub in (image_dir, label_dir):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(
+                f"{root / sub} is missing: a dataset folder needs {image_dir}/ (images) and {label_dir}/ "
+                "(sparse annotations of the same names, 0 = unlabelled, 1..C = class ids)."
+            )
+    images = {image_stem(f): f for f in list_images(root / image_dir)}
+    labels = {image_stem(f): f for f in list_images(root / label_dir)}
+    if not images:
+        raise FileNotFoundError(f"No .tif/.tiff/.png/.nii/.nii.gz images in {root / image_dir}.")
+    if missing := sorted(set(images) - set(labels)):
+        raise FileNotFoundError(
+            f"No annotation in {root / label_dir} for image(s) {missing[:5]}; add a label map of the same name "
+            "(all zeros if the image has no annotation yet) or remove the image."
+        )
+    if orphans := sorted(set(labels) - set(images)):
+        raise FileNotFoundError(
+            f"Annotation(s) {orphans[:5]} in {root / label_dir} have no image in {root / image_dir}."
+        )
+    return [{"image": str(images[n]), "label": str(labels[n]), "name": n} for n in sorted(images)]
+
+
+def dataset_splits(dataset_dir: str | os.PathLike, val_fraction: float = 0.2) -> dict[str, Any]:
+    """Training and validation data lists of a dataset folder.
+
+    Args:
+        dataset_dir: folder in the convention of this module.
+        val_fraction: share of each image's labelled points held out for validation when there is no ``val/``.
+
+    Returns:
+        ``{"train": [...], "val": [...], "holdout_fraction": f}``; ``f`` is ``0`` when ``val/`` exists,
+        otherwise ``val_fraction`` and both lists hold the same files (to be split by
+        :class:`~epsseg_monai.transforms.SplitSparseLabelsd`).
+    """
+    train = sparse_datalist(dataset_dir)
+    val_dir = Path(dataset_dir) / "val"
+    if val_dir.is_dir():
+        return {"train": train, "val": sparse_datalist(val_dir), "holdout_fraction": 0.0}
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1) when {dataset_dir} has no val/ folder, got {val_fraction}.")
+    return {"train": train, "val": [dict(d) for d in train], "holdout_fraction": float(val_fraction)}
+
+
+def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image") -> dict[str, list[float]]:
+    """Per-channel mean and standard deviation over all pixels of the images of ``datalist``.
+
+    Raises:
+        ValueError: when an image holds NaN/inf, is constant, or the images disagree in channel count.
+    """
+    from ..transforms.load_image import LoadMicroscopyImage
+
+    load = LoadMicroscopyImage()
+    total = total_sq = count = None
+    for item in datalist:
+        img = np.asarray(load(item[key]), dtype=np.float64)
+        flat = img.reshape(img.shape[0], -1)
+        if not np.isfinite(flat).all():
+            raise ValueError(f"{item[key]} contains NaN or infinite values; fix or remove the image.")
+        if total is not None and flat.shape[0] != total.shape[0]:
+            raise ValueError(f"{item[key]} has {flat.shape[0]} channels, earlier images {total.shape[0]}.")
+        s, sq = flat.sum(1), (flat**2).sum(1)
+        total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
+        count = flat.shape[1] + (count or 0)
+    if total is None:
+        raise ValueError("No images to compute intensity statistics from.")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    if (std == 0).any():
+        raise ValueError("The training images are constant in some channel; they cannot be normalised.")
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def save_intensity_stats(stats: dict[str, list[float]], path: str | os.PathLike) -> dict[str, list[float]]:
+    """Write ``stats`` as JSON (creating the folder) and return them, so a config can chain it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def load_intensity_stats(path: str | os.PathLike) -> dict[str, list[float]]:
+    """Read the statistics written at training time.
+
+    Raises:
+        FileNotFoundError: when the file is missing (the model was not trained with this bundle, or the
+            file was not shared with the weights).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: it holds the training images' intensity statistics and is written by the "
+            "training config next to the weights; copy it along with model.pt or retrain."
+        )
+    stats = json.loads(path.read_text())
+    if not {"mean", "std"} <= set(stats):
+        raise ValueError(f"{path} must hold 'mean' and 'std' lists; it holds {sorted(stats)}.")
+    return stats

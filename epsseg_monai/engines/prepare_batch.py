@@ -1,0 +1,82 @@
+"""Batch preparation for ``monai.engines``: ε-Seg's masked-patch training batches and sparse validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from monai.engines.utils import PrepareBatch
+from monai.utils import CommonKeys
+
+__all__ = ["PrepareEpsSegBatch", "PrepareSparseValidationBatch"]
+
+
+def _get(batchdata: Mapping[str, Any], key: str) -> Any:
+    if key not in batchdata:
+        raise KeyError(f"batch has no {key!r}; its keys are {sorted(batchdata)}. Check the transform chain.")
+    return batchdata[key]
+
+
+class PrepareEpsSegBatch(PrepareBatch):
+    """``(masked patches, targets)`` for :class:`~epsseg_monai.losses.EpsSegTrainerLoss`.
+
+    Args:
+        image_key: masked input patches (from :class:`~epsseg_monai.transforms.CenterRegionMaskd`).
+        target_key: the unmasked patches (``unmasked_keys`` of the masking transform).
+        class_key: centre classes (from :class:`~epsseg_monai.transforms.RandSparseLabelPatchd`).
+        mask_key: the inpainting mask (``mask_key`` of the masking transform), or ``None``.
+    """
+
+    def __init__(
+        self,
+        image_key: str = CommonKeys.IMAGE,
+        target_key: str = "target",
+        class_key: str = "class",
+        mask_key: str | None = "mask",
+    ) -> None:
+        self.image_key, self.target_key, self.class_key, self.mask_key = image_key, target_key, class_key, mask_key
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        def move(x: torch.Tensor) -> torch.Tensor:
+            return torch.as_tensor(x).to(device=device, non_blocking=non_blocking, **kwargs)
+
+        targets = {
+            "target": move(_get(batchdata, self.target_key)),
+            "label": move(_get(batchdata, self.class_key)).reshape(-1).long(),
+        }
+        if self.mask_key is not None:
+            targets["mask"] = move(_get(batchdata, self.mask_key))
+        return move(_get(batchdata, self.image_key)), targets
+
+
+class PrepareSparseValidationBatch(PrepareBatch):
+    """``(image, label, (), {"mask": label > 0})``: inferers predict only the labelled pixels.
+
+    Used with :class:`~epsseg_monai.inferers.PatchCenterInferer` in a ``SupervisedEvaluator`` so validation
+    on sparse points costs one forward pass per point, not per pixel.
+
+    Args:
+        image_key: key of the images.
+        label_key: key of the sparse label maps (``0`` = unlabelled).
+    """
+
+    def __init__(self, image_key: str = CommonKeys.IMAGE, label_key: str = CommonKeys.LABEL) -> None:
+        self.image_key, self.label_key = image_key, label_key
+
+    def __call__(
+        self,
+        batchdata: dict[str, torch.Tensor],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict[str, torch.Tensor]]:
+        image = torch.as_tensor(_get(batchdata, self.image_key)).to(device=device, non_blocking=non_blocking, **kwargs)
+        label = torch.as_tensor(_get(batchdata, self.label_key)).to(device=device, non_blocking=non_blocking, **kwargs)
+        return image, label, (), {"mask": label > 0}

@@ -1,0 +1,9 @@
+"""Ignite handlers: per-class sparse Dice, the ε-Seg loss terms, gradient clipping."""
+
+from __future__ import annotations
+
+from .gradient_clipping import GradientClippingHandler
+from .loss_terms import LossTermsHandler
+from .sparse_dice import SparseDiceHandler
+
+__all__ = ["GradientClippingHandler", "LossTermsHandler", "SparseDiceHandler"]

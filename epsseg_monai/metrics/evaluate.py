@@ -1,0 +1,106 @@
+"""Score a folder of predicted label maps against dense labels: per-class and mean Dice, as JSON and CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.image_io import image_stem, list_images
+from .sparse_dice import _class_names, dice_counts, dice_from_counts
+
+__all__ = ["evaluate_segmentations"]
+
+logger = logging.getLogger(__name__)
+
+
+def _mean(values: Sequence[float]) -> float:
+    present = [v for v in values if not math.isnan(v)]
+    return float(np.mean(present)) if present else float("nan")
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def evaluate_segmentations(
+    pred_dir: str | os.PathLike,
+    label_dir: str | os.PathLike,
+    num_classes: int,
+    output_dir: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Dice per class and mean Dice of every prediction in ``pred_dir`` against the label of the same name.
+
+    Pixels are counted where both maps are non-zero (``0`` = unlabelled in the labels, not predicted in
+    the predictions), so dense labels give the usual Dice and predictions of a sampled pixel subset are
+    scored on those pixels. The overall scores sum the counts over all images.
+
+    Args:
+        pred_dir: folder of predicted label maps (ids ``1..C``).
+        label_dir: folder of dense (or sparse) label maps of the same names.
+        num_classes: ``C``.
+        output_dir: where ``dice.json`` and ``dice.csv`` are written.
+        class_names: optional names of classes ``1..C`` for the reports.
+
+    Returns:
+        The report written to ``dice.json`` (there, the Dice of a class absent from both maps is ``null``;
+        in the returned dict and the CSV it is NaN).
+    """
+    from ..transforms.load_image import LoadMicroscopyImage
+
+    names = _class_names(num_classes, class_names)
+    preds = {image_stem(p): p for p in list_images(pred_dir) if not image_stem(p).endswith("_prob")}
+    labels = {image_stem(p): p for p in list_images(label_dir)}
+    if not preds:
+        raise FileNotFoundError(f"No predicted label maps in {pred_dir}; run the inference config first.")
+    if missing := sorted(set(preds) - set(labels)):
+        raise FileNotFoundError(
+            f"No label in {label_dir} for prediction(s) {missing[:5]}; name labels like the images."
+        )
+    if unused := sorted(set(labels) - set(preds)):
+        logger.info("labels without prediction, not scored: %s", unused)
+    load = LoadMicroscopyImage(ensure_channel_first=False)
+    per_image: dict[str, dict[str, float]] = {}
+    total = torch.zeros((num_classes, 3), dtype=torch.long)
+    for name in sorted(preds):
+        p = torch.as_tensor(np.asarray(load(preds[name])))
+        t = torch.as_tensor(np.asarray(load(labels[name])))
+        if p.shape != t.shape:
+            raise ValueError(f"{preds[name]} has shape {tuple(p.shape)} but {labels[name]} has {tuple(t.shape)}.")
+        counts = dice_counts(p.round().long(), t.round().long(), num_classes)
+        total += counts
+        dice = dice_from_counts(counts).tolist()
+        per_image[name] = {**dict(zip(names, dice)), "mean": _mean(dice), "pixels": int(counts[:, [0, 2]].sum())}
+    overall = dice_from_counts(total).tolist()
+    report = {
+        "overall": {**dict(zip(names, overall)), "mean": _mean(overall), "pixels": int(total[:, [0, 2]].sum())},
+        "per_image": per_image,
+        "pred_dir": str(pred_dir),
+        "label_dir": str(label_dir),
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dice.json").write_text(json.dumps(_nan_to_none(report), indent=2))  # strict JSON: NaN -> null
+    with open(out / "dice.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", *names, "mean", "pixels"])
+        for name, row in [*per_image.items(), ("all", report["overall"])]:
+            writer.writerow([name, *(f"{row[n]:.4f}" for n in names), f"{row['mean']:.4f}", row["pixels"]])
+    logger.info(
+        "mean Dice %.4f over %d image(s); per class %s",
+        report["overall"]["mean"],
+        len(per_image),
+        {n: round(v, 4) for n, v in zip(names, overall)},
+    )
+    return report

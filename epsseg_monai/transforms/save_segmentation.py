@@ -1,0 +1,111 @@
+"""Write predicted label maps (and optionally class probabilities) in the input's format."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+from monai.utils import convert_to_numpy
+
+from ..data.image_io import image_stem, is_nifti
+
+__all__ = ["SaveSegmentationD", "SaveSegmentationDict", "SaveSegmentationd", "probabilities_to_labels"]
+
+
+def probabilities_to_labels(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Class ids ``1..C`` (argmax + 1) of channel-first probabilities ``C[spatial]``; ``0`` where all are 0.
+
+    Pixels whose probabilities are all zero were not predicted (e.g. a sampled subset) and stay ``0``.
+    """
+    p = convert_to_numpy(probs)
+    labels = p.argmax(0) + 1
+    labels[~(p > 0).any(0)] = 0
+    dtype = np.uint8 if p.shape[0] < 255 else np.uint16
+    return labels.astype(dtype)
+
+
+def _write_tiff(path: Path, array: np.ndarray, channel_axis: bool) -> None:
+    import tifffile
+
+    spatial = array.ndim - int(channel_axis)
+    if channel_axis and spatial == 3:  # C, Z, Y, X -> ImageJ's Z, C, Y, X
+        array, axes = np.moveaxis(array, 0, 1), "ZCYX"
+    else:
+        axes = ("C" if channel_axis else "") + "ZYX"[3 - spatial :]
+    tifffile.imwrite(path, np.ascontiguousarray(array), imagej=True, metadata={"axes": axes})
+
+
+def _write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None, channel_axis: bool) -> None:
+    import nibabel as nib
+
+    if channel_axis:  # channels last: 4th dimension of a volume (as MONAI's NibabelWriter), 3rd of an image
+        array = np.moveaxis(array, 0, -1)
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+
+
+class SaveSegmentationd(MapTransform):
+    """Save a label map (ids ``1..C``) per input, NIfTI (affine kept) for NIfTI inputs and TIFF otherwise.
+
+    The prediction under ``keys`` holds channel-first class probabilities ``C[spatial]``; the label map is
+    their argmax + 1, written to ``output_dir/<input name>.<nii.gz|tif>``; with ``save_probabilities``
+    the probabilities go to ``<input name>_prob.<ext>`` (float32, channels last in NIfTI, ImageJ ``C`` axis
+    in TIFF). A file is never written over the input image itself.
+
+    Args:
+        keys: keys of the probability maps.
+        output_dir: folder for the outputs (created).
+        image_key: key of the input image whose metadata gives the file name and affine.
+        save_probabilities: also write the probabilities.
+        allow_missing_keys: don't raise an exception if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        image_key: str = "image",
+        save_probabilities: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir = Path(output_dir)
+        self.image_key = image_key
+        self.save_probabilities = save_probabilities
+
+    def _target(self, src: str, postfix: str) -> Path:
+        ext = ".nii.gz" if is_nifti(src) else ".tif"
+        path = self.output_dir / f"{image_stem(src)}{postfix}{ext}"
+        if Path(src).exists() and path.exists() and path.resolve() == Path(src).resolve():
+            raise FileExistsError(f"Refusing to overwrite the input image {src}; choose another --output_dir.")
+        return path
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image = d.get(self.image_key)
+        meta = dict(getattr(image, "meta", {}) or {})
+        src = meta.get("filename_or_obj")
+        if not src:
+            raise KeyError(f"{self.image_key!r} carries no file name (filename_or_obj); load it with LoadImaged.")
+        affine = meta.get("original_affine", meta.get("affine"))
+        affine = None if affine is None else convert_to_numpy(affine)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for key in self.key_iterator(d):
+            probs = convert_to_numpy(d[key]).astype(np.float32)
+            outputs = [("", probabilities_to_labels(probs), False)]
+            if self.save_probabilities:
+                outputs.append(("_prob", probs, True))
+            for postfix, array, channels in outputs:
+                path = self._target(str(src), postfix)
+                if is_nifti(src):
+                    _write_nifti(path, array, affine, channels)
+                else:
+                    _write_tiff(path, array, channels)
+        return d
+
+
+SaveSegmentationD = SaveSegmentationDict = SaveSegmentationd

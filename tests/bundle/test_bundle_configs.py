@@ -1,0 +1,179 @@
+"""Each bundle config runs through ``python -m monai.bundle`` on tiny 2D and 3D data, end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "bundle" / "configs"
+SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
+
+#: a tiny network and short schedule; every size is a command-line override of the shipped configs
+TINY = {
+    "num_levels": 2, "num_filters": 8, "num_blocks": 1, "latent_channels": 4, "head_hidden": 8,
+}  # fmt: skip
+TINY_2D = {**TINY, "patch_size": 16, "head_window": 4}
+TINY_3D = {**TINY, "spatial_dims": 3, "patch_size": 8, "head_window": 2}
+SCHEDULE = {"epochs": 2, "epoch_length": 3, "batch_size": 8, "val_batch_size": 64}
+
+
+def overrides(values: dict) -> list[str]:
+    return [a for k, v in values.items() for a in (f"--{k}", json.dumps(v) if isinstance(v, (list, dict)) else str(v))]
+
+
+def bundle(run_id: str, config: str, cwd: Path, **values) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(CONFIGS / config)]
+    cmd += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
+    return subprocess.run(cmd + overrides(values), cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def check(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result.stdout + result.stderr
+
+
+def make_dataset(root: Path, shape: tuple[int, ...], num_classes: int = 3, points: int = 12) -> Path:
+    """Blobs of 3 classes with class-dependent intensity, sparse points, dense ground truth for val."""
+    rng = np.random.default_rng(len(shape))
+    for part, names in (("", ["a", "b"]), ("val", ["v"])):
+        for sub in ("images", "labels", "ground_truth"):
+            (root / part / sub).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            dense = np.ones(shape, np.uint8)
+            dense[tuple(slice(s // 4, s // 2) for s in shape)] = 2
+            dense[tuple(slice(s // 2 + 1, s - 1) for s in shape)] = 3
+            image = (dense * 70 + rng.normal(0, 10, shape)).clip(0, 255).astype(np.uint8)
+            sparse = np.zeros(shape, np.uint8)
+            for c in range(1, num_classes + 1):
+                idx = rng.choice(np.flatnonzero(dense == c), points, replace=False)
+                sparse.flat[idx] = c
+            tifffile.imwrite(root / part / "images" / f"{name}.tif", image)
+            tifffile.imwrite(root / part / "labels" / f"{name}.tif", sparse)
+            tifffile.imwrite(root / part / "ground_truth" / f"{name}.tif", dense)
+    return root
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=["2d", "3d"])
+def trained(request, tmp_path_factory):
+    dims = request.param
+    tmp = tmp_path_factory.mktemp(f"bundle{dims}d")
+    data = make_dataset(tmp / "data", (40, 44) if dims == 2 else (12, 14, 13))
+    net = TINY_2D if dims == 2 else TINY_3D
+    common = {**net, "bundle_root": str(tmp / "b"), "num_classes": 3, "class_names": ["x", "y", "z"]}
+    log = check(bundle("training", "train.json", tmp, dataset_dir=str(data), **common, **SCHEDULE))
+    return {"tmp": tmp, "data": data, "common": common, "log": log, "dims": dims}
+
+
+def test_training_writes_weights_statistics_and_logs(trained):
+    models = Path(trained["common"]["bundle_root"]) / "models"
+    for name in ("model.pt", "model_last.pt", "intensity_stats.json"):
+        assert (models / name).is_file(), name
+    assert list(models.glob("checkpoint_*.pt")), "no per-epoch checkpoint with optimizer and trainer state"
+    assert set(torch.load(next(models.glob("checkpoint_*.pt")), weights_only=False)) >= {"model", "optimizer"}
+    assert "val_mean_dice" in trained["log"] and "val_mean_dice_z" in trained["log"]
+    assert "train_inpainting" in trained["log"] and "train_contrastive" in trained["log"]
+    assert list((Path(trained["common"]["bundle_root"]) / "eval" / "runs").glob("events.out.tfevents*"))
+    stats = json.loads((models / "intensity_stats.json").read_text())
+    images = [tifffile.imread(p).astype(np.float64) for p in sorted((trained["data"] / "images").glob("*.tif"))]
+    np.testing.assert_allclose(stats["mean"], [np.mean(images)], rtol=1e-6)
+
+
+def test_inference_and_evaluate(trained):
+    tmp, data, common = trained["tmp"], trained["data"], trained["common"]
+    out = tmp / "pred"
+    check(bundle("inference", "inference.json", tmp, input_dir=str(data / "val" / "images"), output_dir=str(out),
+                 save_probabilities=True, **common))  # fmt: skip
+    pred = tifffile.imread(out / "v.tif")
+    gt = tifffile.imread(data / "val" / "ground_truth" / "v.tif")
+    assert pred.shape == gt.shape
+    assert pred.min() >= 1 and pred.max() <= 3, "label maps must hold class ids 1..C, never 0"
+    probs = tifffile.imread(out / "v_prob.tif")
+    assert probs.size == 3 * gt.size
+    evaluation = tmp / "evaluation"
+    check(bundle("evaluate", "evaluate.json", tmp, pred_dir=str(out), label_dir=str(data / "val" / "ground_truth"),
+                 output_dir=str(evaluation), num_classes=3, class_names=["x", "y", "z"]))  # fmt: skip
+    report = json.loads((evaluation / "dice.json").read_text())
+    assert report["overall"]["pixels"] == gt.size
+    assert 0.0 <= report["overall"]["mean"] <= 1.0
+    assert (evaluation / "dice.csv").read_text().splitlines()[0] == "image,x,y,z,mean,pixels"
+
+
+def test_ckpt_export_of_trained_weights(trained):
+    tmp, common, dims = trained["tmp"], trained["common"], trained["dims"]
+    patch = common["patch_size"]
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+        "--filepath", str(tmp / "model.ts"), "--ckpt_file", str(Path(common["bundle_root"]) / "models" / "model.pt"),
+        "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
+        "--use_trace", "True", "--input_shape", json.dumps([2, 1] + [patch] * dims),
+        *overrides({k: v for k, v in common.items() if k not in ("bundle_root", "class_names")}),
+    ]  # fmt: skip
+    check(subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300))
+    assert torch.jit.load(str(tmp / "model.ts"))(torch.randn(3, 1, *[patch] * dims)).shape == (3, 3)
+
+
+def test_inference_refuses_corrupt_checkpoint(trained, tmp_path):
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = bundle("inference", "inference.json", tmp_path, input_dir=str(trained["data"] / "val" / "images"),
+                    output_dir=str(tmp_path / "pred"), checkpoint=str(bad), **trained["common"])  # fmt: skip
+    assert result.returncode != 0
+    assert str(bad) in result.stdout + result.stderr and "corrupt" in result.stdout + result.stderr
+
+
+def test_training_names_the_bad_label_file(tmp_path):
+    data = make_dataset(tmp_path / "data", (40, 44))
+    bad = data / "labels" / "b.tif"
+    labels = tifffile.imread(bad)
+    labels[0, 0] = 7
+    tifffile.imwrite(bad, labels)
+    result = bundle("training", "train.json", tmp_path, dataset_dir=str(data), bundle_root=str(tmp_path / "b"),
+                    num_classes=3, class_names=["x", "y", "z"], **TINY_2D, **SCHEDULE)  # fmt: skip
+    assert result.returncode != 0
+    assert "b.tif" in result.stdout + result.stderr and "num_classes=3" in result.stdout + result.stderr
+
+
+def test_seeded_point_split_without_val_folder(tmp_path):
+    data = make_dataset(tmp_path / "data", (40, 44))
+    import shutil
+
+    shutil.rmtree(data / "val")
+    log = check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), bundle_root=str(tmp_path / "b"),
+                       num_classes=3, class_names=["x", "y", "z"], val_fraction=0.25, **TINY_2D,
+                       **{**SCHEDULE, "epochs": 1}))  # fmt: skip
+    assert "val_mean_dice" in log
+
+
+def test_metadata_is_valid_against_the_model_zoo_schema():
+    if not SCHEMA.is_file():
+        pytest.skip(f"model zoo schema not found at {SCHEMA} (read from ../shared, never committed)")
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
+           "--filepath", str(SCHEMA)]  # fmt: skip
+    out = check(subprocess.run(cmd, capture_output=True, text=True, timeout=300))
+    assert "verified with no error" in out
+
+
+def test_verify_net_in_out_on_shipped_network():
+    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
+           "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json")]  # fmt: skip
+    out = check(subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO))
+    assert "verified with no error" in out
+
+
+def test_shipped_configs_agree_on_the_network():
+    train = json.loads((CONFIGS / "train.json").read_text())
+    infer = json.loads((CONFIGS / "inference.json").read_text())
+    for key in ("spatial_dims", "in_channels", "num_classes", "patch_size", "num_levels", "num_filters", "num_blocks",
+                "latent_channels", "head_window", "head_hidden"):  # fmt: skip
+        assert train[key] == infer[key], key
+    meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
+    assert meta["inputs"]["image"]["spatial_shape"] == [train["patch_size"]] * train["spatial_dims"]
+    assert meta["outputs"]["pred"]["num_channels"] == train["num_classes"] == len(train["class_names"])
