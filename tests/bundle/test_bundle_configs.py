@@ -177,3 +177,32 @@ def test_shipped_configs_agree_on_the_network():
     meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
     assert meta["inputs"]["image"]["spatial_shape"] == [train["patch_size"]] * train["spatial_dims"]
     assert meta["outputs"]["pred"]["num_channels"] == train["num_classes"] == len(train["class_names"])
+
+
+def test_training_resumes_from_a_checkpoint(tmp_path):
+    data = make_dataset(tmp_path / "data", (40, 44))
+    args = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
+            "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE}  # fmt: skip
+    check(bundle("training", "train.json", tmp_path, **{**args, "epochs": 1}))
+    first = tmp_path / "b" / "models" / "checkpoint_epoch=1.pt"
+    assert first.is_file()
+    log = check(bundle("training", "train.json", tmp_path, **{**args, "epochs": 2, "resume_from": str(first)}))
+    assert "Restored all variables" in log
+    assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log.split("Restored all variables")[1]
+    assert (tmp_path / "b" / "models" / "checkpoint_epoch=2.pt").is_file()
+
+
+def test_multichannel_images_train_and_predict(tmp_path):
+    """Two-channel ImageJ TIFFs (axes CYX): training, then a label map per image of the input's size."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    for path in data.rglob("images/*.tif"):
+        gray = tifffile.imread(path)
+        tifffile.imwrite(path, np.stack([gray, 255 - gray]), imagej=True, metadata={"axes": "CYX"})
+    args = {"bundle_root": str(tmp_path / "b"), "num_classes": 3, "class_names": ["x", "y", "z"], "in_channels": 2,
+            **TINY_2D}  # fmt: skip
+    check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), **args, **{**SCHEDULE, "epochs": 1}))
+    stats = json.loads((tmp_path / "b" / "models" / "intensity_stats.json").read_text())
+    assert len(stats["mean"]) == 2 and stats["mean"][0] + stats["mean"][1] == pytest.approx(255.0)
+    check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                 output_dir=str(tmp_path / "pred"), **args))  # fmt: skip
+    assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == (40, 44)

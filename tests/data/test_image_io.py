@@ -229,3 +229,22 @@ def test_list_images_missing_folder(tmp_path: Path) -> None:
     (tmp_path / "file.tif").write_bytes(b"")
     with pytest.raises(FileNotFoundError):
         list_images(tmp_path / "file.tif")
+
+
+@pytest.mark.parametrize("suffix", [".png", ".nii.gz"])
+def test_corrupt_png_and_nifti_errors_name_the_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"broken{suffix}"
+    if suffix == ".png":
+        Image.fromarray(_ramp((20, 30), np.uint8)).save(path)
+    else:
+        nib.save(nib.Nifti1Image(_ramp((20, 30, 4), np.float32), np.eye(4)), str(path))
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncate
+    with pytest.raises(ValueError, match=f"Cannot read .*{path.name}"):
+        LoadMicroscopyImage()(str(path))
+
+
+def test_unsupported_suffix_is_refused_with_the_supported_list(tmp_path: Path) -> None:
+    path = tmp_path / "image.jpg"
+    path.write_bytes(b"\xff\xd8")
+    with pytest.raises(ValueError, match=r"supported are .*\.tif"):
+        LoadMicroscopyImage()(str(path))
