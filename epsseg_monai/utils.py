@@ -91,6 +91,21 @@ def check_sparse_labels(
         )
 
 
+def labels_from_probabilities(probs: np.ndarray | torch.Tensor, dim: int = 0) -> np.ndarray | torch.Tensor:
+    """Class ids ``1..C`` (argmax + 1 along ``dim``) of class probabilities, ``0`` where all are 0.
+
+    All-zero probabilities mark pixels an inferer did not predict (a sampled subset, a mask). Works on
+    numpy arrays and torch tensors and returns the same type.
+
+    Args:
+        probs: class probabilities with the classes along ``dim``.
+        dim: the class axis.
+    """
+    labels = probs.argmax(dim) + 1
+    labels[~(probs > 0).any(dim)] = 0
+    return labels
+
+
 def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
     """Fail early, naming the file and the fix, when a checkpoint is missing, unreadable or does not fit.
 

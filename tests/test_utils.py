@@ -57,3 +57,17 @@ def test_check_sparse_labels_errors(labels, num_classes, match):
 def test_check_sparse_labels_accepts_valid():
     check_sparse_labels(np.array([0, 1, 4], dtype=np.uint8), 4)
     check_sparse_labels(torch.tensor([0.0, 2.0]), 2)
+
+
+def test_labels_from_probabilities_numpy_and_torch_along_any_axis():
+    from epsseg_monai.utils import labels_from_probabilities
+
+    probs = np.zeros((2, 3, 4), dtype=np.float32)  # (B, C, N): classes along dim 1
+    probs[0, :, 0] = [0.2, 0.5, 0.3]
+    probs[0, :, 1] = [0.0, 0.0, 1e-6]
+    probs[1, :, 2] = [0.9, 0.05, 0.05]
+    expected = [[2, 3, 0, 0], [0, 0, 1, 0]]
+    np.testing.assert_array_equal(labels_from_probabilities(probs, dim=1), expected)
+    out = labels_from_probabilities(torch.as_tensor(probs), dim=1)
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_array_equal(out.numpy(), expected)

@@ -71,6 +71,26 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
+def _stack_with_meta(
+    arrays: Sequence[np.ndarray], channel_dims: Sequence[int | str], axes: Sequence[str] | None = None
+) -> tuple[np.ndarray, dict]:
+    """Stack arrays read from files with the metadata ``LoadImage`` needs (channel axis, spatial shape)."""
+    compatible: dict = {}
+    for i, (array, channel_dim) in enumerate(zip(arrays, channel_dims)):
+        spatial = np.asarray(array.shape)
+        if isinstance(channel_dim, int):
+            spatial = np.delete(spatial, channel_dim)
+        header: dict[Any, Any] = {
+            MetaKeys.ORIGINAL_CHANNEL_DIM: channel_dim,
+            MetaKeys.SPACE: SpaceKeys.RAS,
+            MetaKeys.SPATIAL_SHAPE: spatial,
+        }
+        if axes is not None:
+            header["axes"] = axes[i]
+        _copy_compatible_dict(header, compatible)
+    return _stack_images(list(arrays), compatible), compatible
+
+
 class TiffFileReader(ImageReader):
     """Read TIFF files (2D images, 3D stacks, multi-channel) with ``tifffile`` for ``monai.transforms.LoadImage``.
 
@@ -106,21 +126,14 @@ class TiffFileReader(ImageReader):
         return out
 
     def get_data(self, img: list[tuple[np.ndarray, str]]) -> tuple[np.ndarray, dict]:
-        arrays: list[np.ndarray] = []
-        compatible: dict = {}
+        arrays, channel_dims = [], []
         for array, axes in img:
             channel_dim = self.channel_dim
             if channel_dim is None:
                 channel_dim = next((axes.index(a) for a in "CS" if a in axes), "no_channel")
-            header: dict[Any, Any] = {MetaKeys.ORIGINAL_CHANNEL_DIM: channel_dim, MetaKeys.SPACE: SpaceKeys.RAS}
-            spatial = np.asarray(array.shape)
-            if isinstance(channel_dim, int):
-                spatial = np.delete(spatial, channel_dim)
-            header[MetaKeys.SPATIAL_SHAPE] = spatial
-            header["axes"] = axes
             arrays.append(array)
-            _copy_compatible_dict(header, compatible)
-        return _stack_images(arrays, compatible), compatible
+            channel_dims.append(channel_dim)
+        return _stack_with_meta(arrays, channel_dims, axes=[axes for _, axes in img])
 
 
 class MicroscopyImageReader(ImageReader):
@@ -179,15 +192,7 @@ class MicroscopyImageReader(ImageReader):
                 return self.nifti.get_data(images)
             except Exception as e:
                 raise ValueError(f"Cannot read NIfTI file {', '.join(map(str, names))}: {e}.") from e
-        arrays: list[np.ndarray] = []
-        compatible: dict = {}
-        for array in data:
-            channel_dim = -1 if array.ndim == 3 else "no_channel"
-            header: dict[Any, Any] = {MetaKeys.ORIGINAL_CHANNEL_DIM: channel_dim, MetaKeys.SPACE: SpaceKeys.RAS}
-            header[MetaKeys.SPATIAL_SHAPE] = np.asarray(array.shape[:2])
-            arrays.append(array)
-            _copy_compatible_dict(header, compatible)
-        return _stack_images(arrays, compatible), compatible
+        return _stack_with_meta(data, [-1 if a.ndim == 3 else "no_channel" for a in data])
 
 
 def image_readers() -> list[ImageReader]:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from monai.metrics import CumulativeIterationMetric
 
+from ..utils import labels_from_probabilities
+
 __all__ = ["SparseDiceMetric", "dice_counts", "dice_from_counts"]
 
 
@@ -67,8 +69,7 @@ class SparseDiceMetric(CumulativeIterationMetric):
             raise ValueError(f"y_pred must be (B, {self.num_classes}, *spatial), got {tuple(y_pred.shape)}.")
         if y.shape[0] != y_pred.shape[0] or y.shape[1] != 1 or y.shape[2:] != y_pred.shape[2:]:
             raise ValueError(f"y must be (B, 1, *spatial) matching y_pred {tuple(y_pred.shape)}, got {tuple(y.shape)}.")
-        pred = y_pred.argmax(1) + 1
-        pred[~(y_pred > 0).any(1)] = 0
+        pred = labels_from_probabilities(y_pred, dim=1)
         return torch.stack([dice_counts(p, t[0], self.num_classes) for p, t in zip(pred, y)])
 
     def aggregate(self, reduction: str | None = None) -> torch.Tensor:  # type: ignore[override]

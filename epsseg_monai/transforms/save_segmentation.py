@@ -13,6 +13,7 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy
 
 from ..data.image_io import image_stem, is_nifti
+from ..utils import labels_from_probabilities
 
 __all__ = ["SaveSegmentationD", "SaveSegmentationDict", "SaveSegmentationd", "probabilities_to_labels"]
 
@@ -21,12 +22,10 @@ def probabilities_to_labels(probs: torch.Tensor | np.ndarray) -> np.ndarray:
     """Class ids ``1..C`` (argmax + 1) of channel-first probabilities ``C[spatial]``; ``0`` where all are 0.
 
     Pixels whose probabilities are all zero were not predicted (e.g. a sampled subset) and stay ``0``.
+    Returns a numpy array of the smallest fitting dtype (uint8 below 255 classes, else uint16).
     """
     p = convert_to_numpy(probs)
-    labels = p.argmax(0) + 1
-    labels[~(p > 0).any(0)] = 0
-    dtype = np.uint8 if p.shape[0] < 255 else np.uint16
-    return labels.astype(dtype)
+    return labels_from_probabilities(p, dim=0).astype(np.uint8 if p.shape[0] < 255 else np.uint16)
 
 
 def _write_tiff(path: Path, array: np.ndarray, channel_axis: bool) -> None:
