@@ -1,4 +1,4 @@
-"""Write predicted label maps (and optionally class probabilities) in the input's format."""
+"""Write predicted label maps (and optionally class probabilities, uncertainty and a preview) in the input's format."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from monai.transforms import MapTransform
 from monai.utils import convert_to_numpy
 
 from ..data.image_io import image_stem, is_nifti
+from ..inferers.dense import class_entropy
 from ..utils import labels_from_probabilities
+from .overlay import label_overlay
 
 __all__ = ["SaveSegmentationD", "SaveSegmentationDict", "SaveSegmentationd", "probabilities_to_labels"]
 
@@ -53,13 +55,18 @@ class SaveSegmentationd(MapTransform):
     The prediction under ``keys`` holds channel-first class probabilities ``C[spatial]``; the label map is
     their argmax + 1, written to ``output_dir/<input name>.<nii.gz|tif>``; with ``save_probabilities``
     the probabilities go to ``<input name>_prob.<ext>`` (float32, channels last in NIfTI, ImageJ ``C`` axis
-    in TIFF). A file is never written over the input image itself.
+    in TIFF); with ``save_uncertainty`` the normalised entropy of the probabilities (0 = certain, 1 =
+    uniform) goes to ``<input name>_entropy.<ext>``; with ``save_overlay`` a 2D input also gets
+    ``<input name>_overlay.png``, the class colours over the image (see :func:`label_overlay`). A file is
+    never written over the input image itself.
 
     Args:
         keys: keys of the probability maps.
         output_dir: folder for the outputs (created).
         image_key: key of the input image whose metadata gives the file name and affine.
         save_probabilities: also write the probabilities.
+        save_uncertainty: also write the per-pixel entropy map.
+        save_overlay: also write a PNG preview of 2D predictions (ignored for 3D).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -69,15 +76,19 @@ class SaveSegmentationd(MapTransform):
         output_dir: str,
         image_key: str = "image",
         save_probabilities: bool = False,
+        save_uncertainty: bool = False,
+        save_overlay: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
         self.image_key = image_key
         self.save_probabilities = save_probabilities
+        self.save_uncertainty = save_uncertainty
+        self.save_overlay = save_overlay
 
-    def _target(self, src: str, postfix: str) -> Path:
-        ext = ".nii.gz" if is_nifti(src) else ".tif"
+    def _target(self, src: str, postfix: str, ext: str | None = None) -> Path:
+        ext = ext or (".nii.gz" if is_nifti(src) else ".tif")
         path = self.output_dir / f"{image_stem(src)}{postfix}{ext}"
         if Path(src).exists() and path.exists() and path.resolve() == Path(src).resolve():
             raise FileExistsError(f"Refusing to overwrite the input image {src}; choose another --output_dir.")
@@ -95,9 +106,17 @@ class SaveSegmentationd(MapTransform):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for key in self.key_iterator(d):
             probs = convert_to_numpy(d[key]).astype(np.float32)
-            outputs = [("", probabilities_to_labels(probs), False)]
+            labels = probabilities_to_labels(probs)
+            outputs = [("", labels, False)]
             if self.save_probabilities:
                 outputs.append(("_prob", probs, True))
+            if self.save_uncertainty:
+                entropy = class_entropy(torch.as_tensor(probs[None]))[0, 0].numpy()
+                outputs.append(("_entropy", entropy.astype(np.float32), False))
+            if self.save_overlay and labels.ndim == 2 and image is not None:
+                from PIL import Image
+
+                Image.fromarray(label_overlay(image, labels)).save(self._target(str(src), "_overlay", ".png"))
             for postfix, array, channels in outputs:
                 path = self._target(str(src), postfix)
                 if is_nifti(src):

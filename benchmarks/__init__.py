@@ -1,0 +1,1 @@
+"""Benchmarks of epsseg-monai (speed, memory, accuracy); run from the repository root."""
