@@ -106,6 +106,11 @@ def labels_from_probabilities(probs: np.ndarray | torch.Tensor, dim: int = 0) ->
     return labels
 
 
+def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
+    """Raise a ``ValueError`` for a config option outside its ``choices`` (for bundle config expressions)."""
+    raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
+
+
 def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
     """Fail early, naming the file and the fix, when a checkpoint is missing, unreadable or does not fit.
 

@@ -1,9 +1,10 @@
-"""Ignite handlers: per-class sparse Dice, the ε-Seg loss terms, gradient clipping."""
+"""Ignite handlers: per-class sparse Dice, the ε-Seg loss terms, gradient clipping, semi-supervised schedule."""
 
 from __future__ import annotations
 
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
+from .semi_supervised import SemiSupervisedScheduleHandler
 from .sparse_dice import SparseDiceHandler
 
-__all__ = ["GradientClippingHandler", "LossTermsHandler", "SparseDiceHandler"]
+__all__ = ["GradientClippingHandler", "LossTermsHandler", "SemiSupervisedScheduleHandler", "SparseDiceHandler"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -12,9 +13,10 @@ from torch.nn.modules.loss import _Loss
 from epsseg_monai.losses.contrastive_loss import SparseContrastiveLoss
 from epsseg_monai.losses.inpainting_loss import InpaintingLoss
 from epsseg_monai.losses.kl_loss import GMMKLDivergenceLoss
+from epsseg_monai.losses.pseudo_labels import PseudoLabeller
 from epsseg_monai.utils import UNLABELLED
 
-__all__ = ["EpsSegLoss", "sparse_cross_entropy"]
+__all__ = ["EpsSegLoss", "EpsSegTrainerLoss", "SemiSupervisedEpsSegLoss", "sparse_cross_entropy"]
 
 #: Keys of the dictionary returned by :class:`EpsSegLoss`.
 TERMS = ("loss", "inpainting", "kl", "contrastive", "ce")
@@ -131,12 +133,65 @@ class EpsSegTrainerLoss(EpsSegLoss):
 
     terms: dict[str, torch.Tensor]
 
-    def forward(  # type: ignore[override]
-        self, outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], targets: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
+    @staticmethod
+    def _check_targets(targets: Mapping[str, torch.Tensor]) -> None:
         missing = [k for k in ("target", "label") if k not in targets]
         if missing:
             raise ValueError(f"targets lacks {missing}; prepare batches with epsseg_monai.engines.PrepareEpsSegBatch.")
+
+    def forward(  # type: ignore[override]
+        self, outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], targets: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        self._check_targets(targets)
         terms = super().forward(outputs, targets["target"], targets["label"], targets.get("mask"))
+        self.terms = {k: v.detach() for k, v in terms.items()}
+        return terms["loss"]
+
+
+class SemiSupervisedEpsSegLoss(EpsSegTrainerLoss):
+    """:class:`EpsSegTrainerLoss` for ε-Seg's semi-supervised phase: unlabelled neighbours get pseudo-labels.
+
+    Batches hold labelled anchor patches and unlabelled (label ``0``) neighbour patches, e.g. from
+    :class:`~epsseg_monai.transforms.RandNeighbourPatchd`. Each call first gives the neighbours pseudo-labels
+    with :attr:`pseudo_labeller` (:class:`~epsseg_monai.losses.PseudoLabeller`: nearest class mean of the
+    batch's anchors in the flattened top-level posterior means, softmax over ``-d**2 / temperature``, kept
+    when the probability is ``>= threshold``; no gradient flows through them). Anchors keep their true
+    labels. As in the reference code, pseudo-labelled neighbours then count as labelled in the contrastive
+    loss, the cross-entropy and the top-level KL (against their pseudo-class's GMM component), while the
+    inpainting loss and the lower-level KL use every patch, pseudo-labelled or not.
+
+    :attr:`terms` also holds ``"pseudo_fraction"``, the fraction of unlabelled patches that got a pseudo-label,
+    so :class:`~epsseg_monai.handlers.LossTermsHandler` logs it (``train_pseudo_fraction``).
+
+    Args:
+        pseudo_threshold: initial confidence threshold (0.5 in ε-Seg; raised by
+            :class:`~epsseg_monai.handlers.SemiSupervisedScheduleHandler`).
+        pseudo_temperature: divides the squared distances (200 in ε-Seg).
+        kwargs: the arguments of :class:`EpsSegLoss`.
+    """
+
+    def __init__(self, pseudo_threshold: float = 0.5, pseudo_temperature: float = 200.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pseudo_labeller = PseudoLabeller(pseudo_threshold, pseudo_temperature)
+
+    @property
+    def threshold(self) -> float:
+        """The pseudo-labeller's confidence threshold (settable)."""
+        return self.pseudo_labeller.threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self.pseudo_labeller.threshold = float(value)
+
+    def forward(  # type: ignore[override]
+        self, outputs: Mapping[str, torch.Tensor | Sequence[torch.Tensor]], targets: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        self._check_targets(targets)
+        if "mu" not in outputs:
+            raise ValueError("outputs lacks 'mu'; pass the dict of EpsSegHVAE in training mode (forward_train).")
+        labels = targets["label"].reshape(-1)
+        pseudo = self.pseudo_labeller(outputs["mu"][-1], labels)  # type: ignore[index]
+        terms = EpsSegLoss.forward(self, outputs, targets["target"], pseudo, targets.get("mask"))
+        terms["pseudo_fraction"] = torch.tensor(self.pseudo_labeller.fraction, device=terms["loss"].device)
         self.terms = {k: v.detach() for k, v in terms.items()}
         return terms["loss"]

@@ -1,10 +1,17 @@
-"""ε-Seg transforms: centre-region masking and sparse-label patch sampling (array and dictionary versions)."""
+"""ε-Seg transforms: centre masking, sparse-label and neighbour patch sampling (array and dictionary versions)."""
 
 from __future__ import annotations
 
 from .checks import CheckInputsD, CheckInputsd, CheckInputsDict
 from .load_image import LoadMicroscopyImage, LoadMicroscopyImageD, LoadMicroscopyImaged, LoadMicroscopyImageDict
 from .masking import CenterRegionMask, CenterRegionMaskD, CenterRegionMaskd, CenterRegionMaskDict
+from .neighbour_patch import (
+    RandNeighbourPatch,
+    RandNeighbourPatchD,
+    RandNeighbourPatchd,
+    RandNeighbourPatchDict,
+    neighbour_offsets,
+)
 from .save_segmentation import SaveSegmentationD, SaveSegmentationd, SaveSegmentationDict, probabilities_to_labels
 from .sparse_patch import (
     RandSparseLabelPatch,
@@ -40,4 +47,9 @@ __all__ = [
     "RandSparseLabelPatchDict",
     "RandSparseLabelPatchd",
     "extract_patch",
+    "RandNeighbourPatch",
+    "RandNeighbourPatchD",
+    "RandNeighbourPatchDict",
+    "RandNeighbourPatchd",
+    "neighbour_offsets",
 ]

@@ -206,7 +206,7 @@ class RandSparseLabelPatchd(Randomizable, MapTransform, MultiSampleTrait):
             raise KeyError(f"Sparse label key {self.label_key!r} not found; keys are {list(d)}.")
         label = d[self.label_key]
         self.randomize(label)
-        outputs: list[dict[Hashable, NdarrayOrTensor]] = [dict(d) for _ in range(self.sampler.num_samples)]
+        outputs: list[dict[Hashable, NdarrayOrTensor]] = [dict(d) for _ in self.sampler.centers]
         for key in self.key_iterator(d):
             patches = self.sampler(d[key], label, randomize=False)
             for out, patch in zip(outputs, patches):

@@ -22,7 +22,7 @@ TINY = {
 }  # fmt: skip
 TINY_2D = {**TINY, "patch_size": 16, "head_window": 4}
 TINY_3D = {**TINY, "spatial_dims": 3, "patch_size": 8, "head_window": 2}
-SCHEDULE = {"epochs": 2, "epoch_length": 3, "batch_size": 8, "val_batch_size": 64}
+SCHEDULE = {"epochs": 2, "epoch_length": 3, "batch_size": 8}
 
 
 def overrides(values: dict) -> list[str]:

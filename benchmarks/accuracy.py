@@ -1,0 +1,212 @@
+"""Accuracy from sparse labels: ε-Seg vs an ilastik-style random forest and U-Nets, on the same clicks.
+
+For each dataset (``vnc`` at ``sparse_0.05pct`` and ``sparse_0.005pct``, ``nih3t3`` at ``sparse_0.05pct``;
+splits in ``benchmarks/baselines/data.py``) every method trains on the sparse training annotations only
+(except the dense U-Net, the upper bound, which sees the dense labels of the same training images), predicts
+every pixel of the held-out images, and is scored with per-class Dice against the dense labels (counts summed
+over the held-out images). Methods:
+
+* ``epsseg``: the bundle (``bundle/configs/train.json`` + a preset from ``bundle/configs/presets/``), trained
+  through ``python -m monai.bundle run training`` in a subprocess with ``--time_limit`` set to the budget,
+  then predicted with :class:`~epsseg_monai.inferers.DenseInferer` from the best checkpoint.
+* ``forest``: ``benchmarks/baselines/forest.py`` (scikit-learn, 100 trees, ilastik-style filter features).
+* ``unet_sparse`` / ``unet_dense``: ``benchmarks/baselines/unet.py`` (MONAI UNet, masked cross-entropy /
+  dense labels) with the same wall-clock budget.
+
+Usage (from the repository root)::
+
+    python benchmarks/accuracy.py [--data_root ../shared/data] [--budget 1800] [--threads 2] \\
+        [--datasets vnc:sparse_0.05pct vnc:sparse_0.005pct nih3t3:sparse_0.05pct] \\
+        [--methods epsseg forest unet_sparse unet_dense] [--output_dir runs/accuracy]
+
+Prints one table per dataset (per-class and mean Dice, training and prediction seconds per method), writes
+``results.json`` and a figure ``figure_<dataset>.png`` (raw | ground truth | ε-Seg | U-Net | forest on a
+crop of the first held-out image) to ``--output_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.baselines.data import BenchmarkDataset, dice_scores, load_dataset  # noqa: E402
+from epsseg_monai.inferers import DenseInferer  # noqa: E402
+from epsseg_monai.networks import EpsSegHVAE  # noqa: E402
+from epsseg_monai.transforms.overlay import colorize_labels, grey_image  # noqa: E402
+
+METHODS = ("epsseg", "forest", "unet_sparse", "unet_dense")
+DATASETS = ("vnc:sparse_0.05pct", "vnc:sparse_0.005pct", "nih3t3:sparse_0.05pct")
+
+
+def write_bundle_dataset(ds: BenchmarkDataset, root: Path) -> Path:
+    """The training images and their sparse labels in the bundle's ``images/`` + ``labels/`` layout (TIFF)."""
+    import tifffile
+
+    for sub in ("images", "labels"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name, image, labels in zip(ds.train_ids, ds.train_images, ds.train_sparse):
+        tifffile.imwrite(root / "images" / f"{name}.tif", image.astype(np.float32))
+        tifffile.imwrite(root / "labels" / f"{name}.tif", labels.astype(np.uint8))
+    return root
+
+
+def preset_values(preset: Path) -> dict:
+    return json.loads(preset.read_text())
+
+
+def run_epsseg(ds: BenchmarkDataset, args: argparse.Namespace, work: Path) -> tuple[list[np.ndarray], float, float]:
+    data_dir = write_bundle_dataset(ds, work / "data")
+    model_dir = work / "models"
+    preset = REPO / "bundle" / "configs" / "presets" / f"{args.preset}.json"
+    configs = [str(REPO / "bundle" / "configs" / "train.json"), str(preset)]
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
+    cmd += ["--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(data_dir), "--model_dir", str(model_dir)]
+    cmd += ["--output_dir", str(work / "eval"), "--num_classes", str(ds.num_classes)]
+    cmd += ["--class_names", json.dumps(list(ds.class_names)), "--time_limit", str(int(args.budget))]
+    cmd += ["--num_threads", str(args.threads)]
+    log = work / "train.log"
+    t = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO, check=False)
+    train_s = time.perf_counter() - t
+    if proc.returncode:
+        raise RuntimeError(f"ε-Seg training failed (exit {proc.returncode}); see {log}")
+    values = preset_values(preset)
+    net = EpsSegHVAE(
+        2,
+        1,
+        ds.num_classes,
+        num_levels=values.get("num_levels", 3),
+        num_filters=values.get("num_filters", 32),
+        num_blocks=values.get("num_blocks", 2),
+        latent_channels=values.get("latent_channels", 32),
+        patch_size=values.get("patch_size", 64),
+        head_window=values.get("head_window", 8),
+        head_hidden=values.get("head_hidden", 32),
+    )
+    # model.pt is the best validated model; a run stopped by the time limit before its first validation
+    # only has the final checkpoint
+    best, last = model_dir / "model.pt", model_dir / "model_last.pt"
+    state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=True)
+    net.load_state_dict(state["model"] if "model" in state else state)
+    net.eval()
+    stats = json.loads((model_dir / "intensity_stats.json").read_text())
+    inferer = DenseInferer(values.get("patch_size", 64))
+    preds = []
+    t = time.perf_counter()
+    for image in ds.test_images:
+        x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
+        preds.append(inferer(x, net)[0].argmax(0).numpy().astype(np.int64) + 1)
+    return preds, train_s, (time.perf_counter() - t) / len(ds.test_images)
+
+
+def run_baseline(method: str, ds: BenchmarkDataset, args: argparse.Namespace) -> tuple[list[np.ndarray], float, float]:
+    if method == "forest":
+        from benchmarks.baselines.forest import RandomForestBaseline
+
+        model = RandomForestBaseline(n_jobs=args.threads)
+        labels = ds.train_sparse
+    else:
+        from benchmarks.baselines.unet import UNetBaseline
+
+        dense = method == "unet_dense"
+        model = UNetBaseline(ds.num_classes, dense=dense, time_budget_s=args.budget, seed=args.seed)
+        labels = ds.train_dense if dense else ds.train_sparse
+    t = time.perf_counter()
+    model.fit(list(ds.train_images), list(labels))
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    preds = [np.asarray(model.predict(image)).astype(np.int64) for image in ds.test_images]
+    return preds, train_s, (time.perf_counter() - t) / len(ds.test_images)
+
+
+def figure(ds: BenchmarkDataset, preds: dict[str, list[np.ndarray]], path: Path, crop: int = 384) -> None:
+    """raw | ground truth | ε-Seg | U-Net (sparse) | forest on the top-left ``crop`` of the first test image."""
+    from PIL import Image, ImageDraw
+
+    panels = [("raw", np.repeat(grey_image(ds.test_images[0][:crop, :crop])[..., None], 3, axis=-1))]
+    panels.append(("ground truth", colorize_labels(ds.test_dense[0][:crop, :crop])))
+    for method, title in (("epsseg", "ε-Seg"), ("unet_sparse", "U-Net (sparse)"), ("forest", "random forest")):
+        if method in preds:
+            panels.append((title, colorize_labels(preds[method][0][:crop, :crop])))
+    h, w = panels[0][1].shape[:2]
+    canvas = Image.new("RGB", (len(panels) * (w + 4), h + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (title, array) in enumerate(panels):
+        canvas.paste(Image.fromarray(array), (i * (w + 4), 18))
+        draw.text((i * (w + 4) + 2, 2), title, fill="black")
+    canvas.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data_root", default=None, help="benchmark data (default ../shared/data)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="name:density entries")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--budget", type=float, default=1800.0, help="training seconds per trained method")
+    parser.add_argument("--preset", default="cpu", help="ε-Seg preset in bundle/configs/presets/")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default="runs/accuracy")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    dense_done: dict[str, dict] = {}
+    print(f"date {time.strftime('%Y-%m-%d %H:%M')}, {torch.get_num_threads()} threads, budget {args.budget:.0f} s")
+    for entry in args.datasets:
+        name, density = entry.split(":")
+        ds = load_dataset(name, args.data_root, density=density)
+        preds: dict[str, list[np.ndarray]] = {}
+        rows = {}
+        for method in args.methods:
+            if method == "unet_dense" and name in dense_done:  # dense labels do not depend on the density
+                rows[method] = dense_done[name]
+                continue
+            try:
+                if method == "epsseg":
+                    p, train_s, pred_s = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
+                else:
+                    p, train_s, pred_s = run_baseline(method, ds, args)
+            except Exception as err:  # keep the other methods' results
+                print(f"[{entry}] {method} failed: {err}")
+                continue
+            per_class, mean = dice_scores(p, list(ds.test_dense), ds.num_classes)
+            rows[method] = {"dice": per_class, "mean_dice": mean, "train_s": train_s, "predict_s_per_image": pred_s}
+            preds[method] = p
+            if method == "unet_dense":
+                dense_done[name] = rows[method]
+            print(f"[{entry}] {method}: mean Dice {mean:.3f}, train {train_s:.0f} s, predict {pred_s:.1f} s/image")
+        results[entry] = {"class_names": list(ds.class_names), "budget_s": args.budget, "methods": rows}
+        results_path.write_text(json.dumps(results, indent=2))
+        header = " | ".join(ds.class_names)
+        print(f"\n{entry} (test: {', '.join(ds.test_ids)})")
+        print(f"| method | {header} | mean | train s | predict s/image |")
+        print("|---" * (len(ds.class_names) + 4) + "|")
+        for method, row in rows.items():
+            scores = " | ".join(f"{s:.3f}" for s in row["dice"])
+            print(
+                f"| {method} | {scores} | {row['mean_dice']:.3f} | {row['train_s']:.0f} | "
+                f"{row['predict_s_per_image']:.1f} |"
+            )
+        if preds:
+            figure(ds, preds, out / f"figure_{name}_{density}.png")
+
+
+if __name__ == "__main__":
+    main()
