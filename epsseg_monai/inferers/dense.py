@@ -223,6 +223,8 @@ class DenseInferer(Inferer):
             raise ValueError(f"Map {tuple(x.shape[2:])} is too small for the head at level {level}.")
         out: torch.Tensor | None = None
         for phase in itertools.product((0, 1), repeat=dims):
+            if any(p >= size for p, size in zip(phase, sizes)):
+                continue  # this sub-grid has no output position (a side of 1 at this level)
             child = self._logits(net, self._run_stage(net, level, x, phase), level + 1, bar)
             if out is None:
                 out = child.new_empty((child.shape[0], child.shape[1], *sizes))

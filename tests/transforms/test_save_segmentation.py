@@ -1,4 +1,4 @@
-"""Tests of ``epsseg_monai.transforms.save_segmentation``: label maps (and probabilities) in the input's format."""
+"""Tests of ``epsseg_monai.transforms.save_segmentation``: label maps, probabilities, entropy and overlay outputs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from epsseg_monai.transforms import (
     SaveSegmentationDict,
     probabilities_to_labels,
 )
+from epsseg_monai.transforms.overlay import PALETTE, grey_image, label_overlay
 
 AFFINE = np.array([[0.5, 0.0, 0.0, 10.0], [0.0, 2.0, 0.0, -3.0], [0.0, 0.0, 3.0, 7.0], [0.0, 0.0, 0.0, 1.0]])
 
@@ -197,3 +198,107 @@ def test_image_key_and_aliases(tmp_path: Path) -> None:
     assert SaveSegmentationD is SaveSegmentationd and SaveSegmentationDict is SaveSegmentationd
     SaveSegmentationD("seg", output_dir=str(tmp_path / "out"), image_key="img")({"img": load(src), "seg": probs})
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "x.tif"), expected_labels(probs))
+
+
+# ------------------------------------------------------------------ uncertainty and overlay outputs
+def entropy(probs: torch.Tensor) -> np.ndarray:
+    """Normalised class entropy of ``(K, *spatial)`` probabilities, computed independently (0 log 0 = 0)."""
+    p = probs.double().numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    return terms.sum(0) / np.log(p.shape[0])
+
+
+@pytest.mark.parametrize("name, spatial", [("img.tif", (5, 7)), ("img.png", (5, 7)), ("vol.tif", (4, 5, 6))])
+def test_uncertainty_tiff(tmp_path: Path, name: str, spatial: tuple[int, ...]) -> None:
+    src = write_input(tmp_path / name, spatial)
+    probs = probabilities(3, spatial)
+    probs.reshape(3, -1)[:, 1] = 1 / 3  # one uniform pixel (maximal uncertainty)
+    probs.reshape(3, -1)[:, 2] = torch.tensor([0.0, 1.0, 0.0])  # one certain pixel
+    SaveSegmentationd("pred", output_dir=str(tmp_path / "out"), save_uncertainty=True)(
+        {"image": load(src), "pred": probs}
+    )
+    stem = name.split(".")[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{stem}.tif", f"{stem}_entropy.tif"]
+    written = tifffile.imread(tmp_path / "out" / f"{stem}_entropy.tif")
+    assert written.shape == spatial and written.dtype == np.float32
+    assert (written >= 0).all() and (written <= 1 + 1e-6).all()
+    np.testing.assert_allclose(written, entropy(probs), rtol=1e-5, atol=1e-6)
+    flat = written.reshape(-1)
+    np.testing.assert_allclose(flat[1], 1.0, rtol=1e-6)
+    assert flat[2] == 0.0
+    assert len(np.unique(flat)) > flat.size // 2  # a real map, not a constant
+    # the label map is written as without the option
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / f"{stem}.tif"), expected_labels(probs))
+
+
+def test_uniform_probabilities_give_entropy_one(tmp_path: Path) -> None:
+    src = write_input(tmp_path / "img.tif", (5, 7))
+    probs = torch.full((4, 5, 7), 0.25)
+    SaveSegmentationd("pred", output_dir=str(tmp_path / "out"), save_uncertainty=True)(
+        {"image": load(src), "pred": probs}
+    )
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "out" / "img_entropy.tif"), np.ones((5, 7)), rtol=1e-6)
+
+
+def test_uncertainty_nifti_keeps_affine(tmp_path: Path) -> None:
+    src = write_input(tmp_path / "vol.nii.gz", (4, 5, 6))
+    probs = probabilities(3, (4, 5, 6))
+    saver = SaveSegmentationd("pred", output_dir=str(tmp_path / "out"), save_probabilities=True, save_uncertainty=True)
+    saver({"image": load(src), "pred": probs})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "vol.nii.gz",
+        "vol_entropy.nii.gz",
+        "vol_prob.nii.gz",
+    ]
+    ent = nib.load(str(tmp_path / "out" / "vol_entropy.nii.gz"))
+    np.testing.assert_allclose(ent.affine, AFFINE)
+    assert ent.get_data_dtype() == np.float32 and ent.shape == (4, 5, 6)
+    np.testing.assert_allclose(np.asarray(ent.dataobj), entropy(probs), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["img.tif", "img.png"])
+def test_overlay_png_for_2d_inputs(tmp_path: Path, name: str) -> None:
+    src = write_input(tmp_path / name, (5, 7))
+    image = load(src)
+    probs = probabilities(3, (5, 7))
+    SaveSegmentationd("pred", output_dir=str(tmp_path / "out"), save_overlay=True)({"image": image, "pred": probs})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img.tif", "img_overlay.png"]
+    with Image.open(tmp_path / "out" / "img_overlay.png") as png:
+        assert png.mode == "RGB" and png.size == (7, 5)  # width, height of the input
+        overlay = np.asarray(png)
+    labels = expected_labels(probs)
+    np.testing.assert_array_equal(overlay, label_overlay(image, labels))
+    # unpredicted pixels show the input in grey (as read by its own library), predicted ones their class colour
+    reference = np.asarray(Image.open(src)) if name.endswith(".png") else tifffile.imread(src)
+    grey = grey_image(reference)
+    unlabelled = labels == 0
+    assert unlabelled.sum() == 3
+    for c in range(3):
+        np.testing.assert_array_equal(overlay[..., c][unlabelled], grey[unlabelled])
+    r, c = np.argwhere(labels == 2)[0]
+    expected = np.round(0.6 * float(grey[r, c]) + 0.4 * PALETTE[1].astype(np.float32)).astype(np.uint8)
+    np.testing.assert_array_equal(overlay[r, c], expected)
+
+
+@pytest.mark.parametrize("name", ["vol.tif", "vol.nii.gz"])
+def test_no_overlay_for_3d_inputs(tmp_path: Path, name: str) -> None:
+    src = write_input(tmp_path / name, (4, 5, 6))
+    probs = probabilities(3, (4, 5, 6))
+    SaveSegmentationd("pred", output_dir=str(tmp_path / "out"), save_overlay=True)({"image": load(src), "pred": probs})
+    ext = ".nii.gz" if name.endswith(".nii.gz") else ".tif"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"vol{ext}"]
+
+
+def test_all_outputs_together(tmp_path: Path) -> None:
+    src = write_input(tmp_path / "img.png", (5, 7))
+    saver = SaveSegmentationd(
+        "pred", output_dir=str(tmp_path / "out"), save_probabilities=True, save_uncertainty=True, save_overlay=True
+    )
+    saver({"image": load(src), "pred": probabilities(3, (5, 7))})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "img.tif",
+        "img_entropy.tif",
+        "img_overlay.png",
+        "img_prob.tif",
+    ]
