@@ -87,57 +87,59 @@ def accuracy_run(args: argparse.Namespace) -> None:
     net = build_network(args)
     stats = json.loads(Path(args.stats).read_text()) if args.stats else None
     patch_inferer = PatchCenterInferer(args.patch, batch_size=args.batch_size)
-    dense_inferer = DenseInferer(args.patch)
+    modes = {"dense": DenseInferer(args.patch), "dense_bf16": DenseInferer(args.patch, amp=True)}
     root = Path(args.data_root)
     rng = np.random.default_rng(args.seed)
-    totals = {"ref_s": 0.0, "ref_px": 0, "dense_s": 0.0, "dense_px": 0}
-    sampled = {"truth": [], "ref": [], "dense": []}
-    full = {"truth": [], "dense": []}
+    seconds = {"reference": 0.0, **{m: 0.0 for m in modes}}
+    pixels = {"reference": 0, **{m: 0 for m in modes}}
+    sampled: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "reference", *modes)}
+    full: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", *modes)}
     weights = args.checkpoint or "seeded random weights (accuracies meaningless)"
     print(f"network: {args.filters} filters, {args.blocks} blocks/level, {args.levels} levels; weights: {weights}")
-    print(f"threads: {torch.get_num_threads()}; receptive field radius {dense_inferer.receptive_field(net)} px")
+    radius = modes["dense"].receptive_field(net)
+    print(f"torch threads: {torch.get_num_threads()}; receptive field radius {radius} px")
     for section in args.sections:
         image, labels = load_section(root, section, stats)
         flat = rng.choice(labels.size, size=args.num_pixels, replace=False)
         coords = np.stack(np.unravel_index(flat, labels.shape), axis=1)
+        at = tuple(coords.T)
         with torch.no_grad():
             t = time.perf_counter()
             ref = patch_inferer.predict_points(image, net, coords).argmax(1).numpy() + 1
-            ref_s = time.perf_counter() - t
-            t = time.perf_counter()
-            probs = dense_inferer(image[None], net)[0]
-            dense_s = time.perf_counter() - t
-        dense_map = probs.argmax(0).numpy() + 1
-        dense = dense_map[tuple(coords.T)]
-        truth = labels[tuple(coords.T)]
-        ref_rate, dense_rate = len(coords) / ref_s, labels.size / dense_s
-        print(
-            f"section {section:02d}: reference {len(coords)} px in {ref_s:.1f} s ({ref_rate:.1f} px/s); "
-            f"dense {labels.size} px in {dense_s:.1f} s ({dense_rate / 1e6:.4f} Mpx/s); "
-            f"speed ratio {dense_rate / ref_rate:.0f}x; agreement {np.mean(ref == dense):.4f}"
-        )
-        totals["ref_s"] += ref_s
-        totals["ref_px"] += len(coords)
-        totals["dense_s"] += dense_s
-        totals["dense_px"] += labels.size
-        sampled["truth"].append(truth)
-        sampled["ref"].append(ref)
-        sampled["dense"].append(dense)
+            seconds["reference"] += time.perf_counter() - t
+        pixels["reference"] += len(coords)
+        sampled["truth"].append(labels[at])
+        sampled["reference"].append(ref)
         full["truth"].append(labels.ravel())
-        full["dense"].append(dense_map.ravel())
-    ref_rate, dense_rate = totals["ref_px"] / totals["ref_s"], totals["dense_px"] / totals["dense_s"]
-    truth, ref, dense = (np.concatenate(sampled[k]) for k in ("truth", "ref", "dense"))
+        line = f"section {section:02d}: reference {len(coords)} px {seconds['reference']:.1f} s (cumulative)"
+        for mode, inferer in modes.items():
+            t = time.perf_counter()
+            label_map = inferer(image[None], net)[0].argmax(0).numpy() + 1
+            dt = time.perf_counter() - t
+            seconds[mode] += dt
+            pixels[mode] += labels.size
+            sampled[mode].append(label_map[at])
+            full[mode].append(label_map.ravel())
+            line += f"; {mode} {labels.size} px {dt:.1f} s, agreement {np.mean(label_map[at] == ref):.4f}"
+        print(line)
+    rate = {k: pixels[k] / seconds[k] for k in seconds}
+    truth = np.concatenate(sampled["truth"])
+    ref = np.concatenate(sampled["reference"])
     print("== total ==")
-    print(f"reference: {ref_rate / 1e6:.6f} Mpx/s ({ref_rate:.1f} px/s, {totals['ref_px']} px)")
-    print(f"dense:     {dense_rate / 1e6:.4f} Mpx/s ({totals['dense_px'] / totals['dense_s'] / 1e3:.1f} kpx/s)")
-    print(f"dense 1024x1024 section: {2**20 / dense_rate:.1f} s; reference would take {2**20 / ref_rate / 3600:.1f} h")
-    print(f"speed ratio per output pixel: {dense_rate / ref_rate:.0f}x")
-    print(f"pixel agreement on {len(truth)} sampled px: {np.mean(ref == dense):.4f}")
-    print(f"Dice, reference mode, sampled px: {fmt(dice(ref, truth))}")
-    print(f"Dice, dense mode, sampled px:     {fmt(dice(dense, truth))}")
-    print(
-        f"Dice, dense mode, all px:         {fmt(dice(np.concatenate(full['dense']), np.concatenate(full['truth'])))}"
-    )
+    print(f"reference mode: {rate['reference'] / 1e6:.6f} Mpx/s ({rate['reference']:.1f} px/s on {len(ref)} px)")
+    for mode in modes:
+        pred = np.concatenate(sampled[mode])
+        print(
+            f"{mode}: {rate[mode] / 1e6:.4f} Mpx/s; 1024x1024 section {2**20 / rate[mode]:.1f} s; "
+            f"speed ratio per output pixel {rate[mode] / rate['reference']:.0f}x; "
+            f"pixel agreement with the reference {np.mean(pred == ref):.4f}"
+        )
+    print(f"reference mode would take {2**20 / rate['reference'] / 3600:.1f} h per 1024x1024 section")
+    print(f"Dice on the {len(truth)} sampled px, reference:  {fmt(dice(ref, truth))}")
+    all_truth = np.concatenate(full["truth"])
+    for mode in modes:
+        print(f"Dice on the {len(truth)} sampled px, {mode}: {fmt(dice(np.concatenate(sampled[mode]), truth))}")
+        print(f"Dice on every pixel, {mode}: {fmt(dice(np.concatenate(full[mode]), all_truth))}")
 
 
 def memory_case(args: argparse.Namespace) -> None:
@@ -146,7 +148,7 @@ def memory_case(args: argparse.Namespace) -> None:
     net = build_network(args, dims)
     x = torch.randn((1, 1) + (side,) * dims)
     t = time.perf_counter()
-    probs = DenseInferer(args.patch, progress=args.progress)(x, net)
+    probs = DenseInferer(args.patch, progress=args.progress, amp=args.amp)(x, net)
     wall = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB
     print(json.dumps({"case": args.case, "shape": list(probs.shape), "wall_s": wall, "peak_gib": peak}))
@@ -158,6 +160,7 @@ def memory_run(args: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "--case", case, "--threads", str(torch.get_num_threads())]
         cmd += ["--filters", str(args.filters), "--blocks", str(args.blocks), "--levels", str(args.levels)]
         cmd += ["--image_side", str(args.image_side), "--volume_side", str(args.volume_side)]
+        cmd += ["--amp"] if args.amp else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode:
             print(f"memory case {case} failed:\n{out.stderr[-2000:]}")
@@ -165,7 +168,8 @@ def memory_run(args: argparse.Namespace) -> None:
         result = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"dense prediction of a {cases[case]} ({args.filters} filters, {args.blocks} blocks): "
-            f"{result['wall_s']:.1f} s, peak memory {result['peak_gib']:.2f} GiB (max RSS of the process)"
+            f"{'bfloat16' if args.amp else 'float32'}, {result['wall_s']:.1f} s, "
+            f"peak memory {result['peak_gib']:.2f} GiB (max RSS of the process)"
         )
 
 
@@ -191,6 +195,7 @@ def main() -> None:
     parser.add_argument("--volume_side", type=int, default=256)
     parser.add_argument("--case", choices=["2d", "3d"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--progress", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--amp", action="store_true", help="bfloat16 in the --memory cases")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.case:

@@ -90,6 +90,8 @@ class DenseInferer(Inferer):
             memory to about ``max_slab_voxels * 64 * 4 bytes * 6`` on top of one half-resolution
             feature map. ``None`` evaluates every stage in one piece.
         progress: show a ``tqdm`` progress bar over the phase sub-grids.
+        amp: compute in bfloat16 (``torch.autocast``): about 1.5x faster on CPUs with AVX-512 BF16 or AMX,
+            at the cost of small logit differences (see the benchmark for the agreement with float32).
 
     ``__call__`` returns ``(B, K, *spatial)`` softmax probabilities for ``(B, C, *spatial)`` inputs; the
     ``mask`` keyword of :class:`PatchCenterInferer` is accepted and ignored (every pixel is predicted).
@@ -101,6 +103,7 @@ class DenseInferer(Inferer):
         pad_mode: str = "reflect",
         max_slab_voxels: int | None = 2**20,
         progress: bool = False,
+        amp: bool = False,
     ) -> None:
         super().__init__()
         if max_slab_voxels is not None and max_slab_voxels < 1:
@@ -109,6 +112,7 @@ class DenseInferer(Inferer):
         self.pad_mode = pad_mode
         self.max_slab_voxels = max_slab_voxels
         self.progress = progress
+        self.amp = amp
 
     # ------------------------------------------------------------------ geometry
     @staticmethod
@@ -257,8 +261,9 @@ class DenseInferer(Inferer):
 
             bar = tqdm(total=2 ** (dims * len(net.bottom_up)), desc="dense inference", unit="sub-grid")
         try:
-            with torch.no_grad():
-                out = self._logits(net, x, 0, bar)
+            autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp)
+            with torch.no_grad(), autocast:
+                out = self._logits(net, x, 0, bar).float()
         finally:
             if bar is not None:
                 bar.close()

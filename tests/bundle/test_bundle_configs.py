@@ -206,3 +206,36 @@ def test_multichannel_images_train_and_predict(tmp_path):
     check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
                  output_dir=str(tmp_path / "pred"), **args))  # fmt: skip
     assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == (40, 44)
+
+
+def test_inference_modes_and_optional_outputs(trained, tmp_path):
+    """Patch (reference) mode, entropy maps and 2D overlay previews through the bundle; a bad mode is named."""
+    data, common, dims = trained["data"], trained["common"], trained["dims"]
+    gt = tifffile.imread(data / "val" / "ground_truth" / "v.tif")
+    outputs = {}
+    for mode in ("dense", "patch"):
+        out = tmp_path / mode
+        check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                     output_dir=str(out), mode=mode, save_uncertainty=True, save_overlay=True, **common))  # fmt: skip
+        outputs[mode] = tifffile.imread(out / "v.tif")
+        assert outputs[mode].shape == gt.shape and outputs[mode].min() >= 1
+        entropy = tifffile.imread(out / "v_entropy.tif")
+        assert entropy.shape == gt.shape and entropy.min() >= 0 and entropy.max() <= 1 + 1e-6
+        assert (out / "v_overlay.png").is_file() == (dims == 2)
+    result = bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                    output_dir=str(tmp_path / "bad"), mode="fast", **common)  # fmt: skip
+    assert result.returncode != 0 and "'dense', 'patch'" in result.stdout + result.stderr
+
+
+def test_preset_with_time_limit_stops_training(tmp_path):
+    """The CPU preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / "cpu.json")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
+    values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
+              "class_names": ["x", "y", "z"], **TINY_2D, "batch_size": 8, "epoch_length": 2,
+              "time_limit": 1}  # fmt: skip
+    log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    assert "Reached the time limit" in log
+    assert "until 1000 epochs" in log, "the preset's schedule was not applied"
+    assert (tmp_path / "b" / "models" / "model_last.pt").is_file()
