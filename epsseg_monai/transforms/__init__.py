@@ -12,6 +12,13 @@ from .neighbour_patch import (
     RandNeighbourPatchDict,
     neighbour_offsets,
 )
+from .prior_adjustment import (
+    AdjustClassPriors,
+    AdjustClassPriorsD,
+    AdjustClassPriorsd,
+    AdjustClassPriorsDict,
+    em_class_priors,
+)
 from .save_segmentation import SaveSegmentationD, SaveSegmentationd, SaveSegmentationDict, probabilities_to_labels
 from .sparse_patch import (
     RandSparseLabelPatch,
@@ -23,6 +30,11 @@ from .sparse_patch import (
 from .sparse_split import SplitSparseLabels, SplitSparseLabelsD, SplitSparseLabelsd, SplitSparseLabelsDict
 
 __all__ = [
+    "AdjustClassPriors",
+    "AdjustClassPriorsD",
+    "AdjustClassPriorsDict",
+    "AdjustClassPriorsd",
+    "em_class_priors",
     "LoadMicroscopyImage",
     "LoadMicroscopyImageD",
     "LoadMicroscopyImageDict",

@@ -209,14 +209,15 @@ def test_multichannel_images_train_and_predict(tmp_path):
 
 
 def test_inference_modes_and_optional_outputs(trained, tmp_path):
-    """Patch (reference) mode, entropy maps and 2D overlay previews through the bundle; a bad mode is named."""
+    """Patch (reference) mode, prior adjustment, entropy maps and 2D overlays through the bundle; bad mode named."""
     data, common, dims = trained["data"], trained["common"], trained["dims"]
     gt = tifffile.imread(data / "val" / "ground_truth" / "v.tif")
     outputs = {}
     for mode in ("dense", "patch"):
         out = tmp_path / mode
         check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
-                     output_dir=str(out), mode=mode, save_uncertainty=True, save_overlay=True, **common))  # fmt: skip
+                     output_dir=str(out), mode=mode, save_uncertainty=True, save_overlay=True,
+                     adjust_priors=mode == "dense", **common))  # fmt: skip
         outputs[mode] = tifffile.imread(out / "v.tif")
         assert outputs[mode].shape == gt.shape and outputs[mode].min() >= 1
         entropy = tifffile.imread(out / "v_entropy.tif")
