@@ -153,7 +153,7 @@ def figure(ds: BenchmarkDataset, preds: dict[str, list[np.ndarray]], path: Path,
 
     panels = [("raw", np.repeat(grey_image(ds.test_images[0][:crop, :crop])[..., None], 3, axis=-1))]
     panels.append(("ground truth", colorize_labels(ds.test_dense[0][:crop, :crop])))
-    for method, title in (("epsseg", "ε-Seg"), ("unet_sparse", "U-Net (sparse)"), ("forest", "random forest")):
+    for method, title in (("epsseg", "eps-Seg"), ("unet_sparse", "U-Net (sparse clicks)"), ("forest", "random forest")):
         if method in preds:
             panels.append((title, colorize_labels(preds[method][0][:crop, :crop])))
     h, w = panels[0][1].shape[:2]
@@ -234,7 +234,7 @@ def main() -> None:
             path.stem.removeprefix("first_test_prediction_"): [np.load(path)]
             for path in sorted((out / f"{name}_{density}").glob("first_test_prediction_*.npy"))
         }
-        if saved:
+        if {"epsseg", "unet_sparse", "forest"} <= set(saved):  # a partial rerun keeps the earlier figure
             figure(ds, saved, out / f"figure_{name}_{density}.png")
 
 
