@@ -15,7 +15,9 @@ means and the segmentation head, all convolutional, so the class of every pixel 
 * **Streaming with halos from the receptive field.** Each stage (level ``l``: its 3x3 convolution, one
   blur-pool phase and its residual blocks) is evaluated in slabs along the first spatial axis. A slab is
   extended by the stage's receptive-field radius, and only rows that see no slab border are kept, so the
-  result equals the unsliced computation and peak memory is bounded by ``max_slab_voxels``.
+  result equals the unsliced computation. This bounds memory for 2D images; in 3D a slab (at least twice
+  the halo thick) still spans whole planes, so large volumes need more memory (a 256³ volume: about 7 GB
+  with the default network in float32).
 * **Image borders as in the reference.** The image is padded with ``pad_mode`` (reflect) by the extent of
   a training patch around its centre voxel, like the reference pads before cutting border patches.
   Features beyond that are zero-padded by the convolutions, as at the border of a training patch.
@@ -86,9 +88,9 @@ class DenseInferer(Inferer):
             ``None`` uses ``network.patch_size``.
         pad_mode: ``torch.nn.functional.pad`` mode for the image border (``reflect``, ``replicate``,
             ``constant``); reflect, as the training sampler and the reference inferer.
-        max_slab_voxels: largest slab (voxels x channels / 64) evaluated at once; bounds the working
-            memory to about ``max_slab_voxels * 64 * 4 bytes * 6`` on top of one half-resolution
-            feature map. ``None`` evaluates every stage in one piece.
+        max_slab_voxels: target size of a slab's output (voxels x channels / 64) evaluated at once; a slab
+            is never thinner than one output row plus the stage's halo. ``None`` evaluates every stage in
+            one piece.
         progress: show a ``tqdm`` progress bar over the phase sub-grids.
         amp: compute in bfloat16 (``torch.autocast``): about 1.5x faster on CPUs with AVX-512 BF16 or AMX,
             at the cost of small logit differences (see the benchmark for the agreement with float32).
