@@ -150,13 +150,9 @@ class DenseInferer(Inferer):
     def receptive_field(self, network: nn.Module) -> int:
         """Radius in pixels of the input region one output pixel depends on (the tiling halo it implies)."""
         net = self._check_network(network)
-        radius = receptive_field_radius(net.stem)
-        stride = 1
-        for level in net.bottom_up:
-            radius += stride * (receptive_field_radius(level[0]) + 1)  # conv + blur-pool
-            stride *= 2
-            radius += stride * sum(receptive_field_radius(block) for block in list(level)[2:])
-        radius += stride * receptive_field_radius(net.top_posterior)
+        num_levels = len(net.bottom_up)
+        radius = sum(2**level * self._stage_radius(net, level) for level in range(num_levels))
+        radius += 2**num_levels * receptive_field_radius(net.top_posterior)
         before, after = max(self.image_padding(net), key=max)
         return radius + max(before, after)
 
@@ -194,7 +190,7 @@ class DenseInferer(Inferer):
         if self.max_slab_voxels is None:
             rows = m
         else:
-            rows = max(1, (self.max_slab_voxels * 64) // max(1, 4 * rest * width))  # x4: input rows are 2x2 finer
+            rows = max(1, (self.max_slab_voxels * 64) // max(1, 4 * rest * width))
         if rows >= m:
             return self._stage(net, level, x, phase)
         halo = self._stage_radius(net, level)
