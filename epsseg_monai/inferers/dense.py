@@ -235,7 +235,11 @@ class DenseInferer(Inferer):
         return out
 
     def logits(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:
-        """Class logits ``(B, K, *spatial)`` of every pixel of ``inputs`` ``(B, C, *spatial)``."""
+        """Class logits ``(B, K, *spatial)`` of every pixel of ``inputs`` ``(B, C, *spatial)``.
+
+        The network runs in eval mode with channels-last weights (about 1.5x faster convolutions on CPU,
+        oneDNN); its mode and memory layout are restored afterwards.
+        """
         net = self._check_network(network)
         dims = net.spatial_dims
         if inputs.ndim != dims + 2:
@@ -258,11 +262,14 @@ class DenseInferer(Inferer):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=2 ** (dims * len(net.bottom_up)), desc="dense inference", unit="sub-grid")
+        was_training = net.training
+        net.eval().to(memory_format=memory_format)
         try:
             autocast = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.amp)
             with torch.no_grad(), autocast:
                 out = self._logits(net, x, 0, bar).float()
         finally:
+            net.train(was_training).to(memory_format=torch.contiguous_format)
             if bar is not None:
                 bar.close()
         return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
@@ -284,12 +291,4 @@ class DenseInferer(Inferer):
             mask: accepted for drop-in use where :class:`PatchCenterInferer` gets one; ignored.
             kwargs: unused (``Inferer`` interface).
         """
-        net = self._check_network(network)
-        was_training = net.training
-        # channels-last convolutions are ~1.5x faster on CPU (oneDNN); the weights go back afterwards
-        memory_format = torch.channels_last if net.spatial_dims == 2 else torch.channels_last_3d
-        net.eval().to(memory_format=memory_format)
-        try:
-            return torch.softmax(self.logits(inputs, net), dim=1).contiguous()
-        finally:
-            net.train(was_training).to(memory_format=torch.contiguous_format)
+        return torch.softmax(self.logits(inputs, network), dim=1).contiguous()
