@@ -9,6 +9,9 @@ over the held-out images). Methods:
 * ``epsseg``: the bundle (``bundle/configs/train.json`` + a preset from ``bundle/configs/presets/``), trained
   through ``python -m monai.bundle run training`` in a subprocess with ``--time_limit`` set to the budget,
   then predicted with :class:`~epsseg_monai.inferers.DenseInferer` from the best checkpoint.
+* ``epsseg_phase1``: with ``--semi_supervised_epochs N``, the bundle also runs the semi-supervised second
+  phase after the phase-1 time limit (``--epsseg_budget``); this row is the phase-1 model it started from,
+  ``epsseg`` the final one, both from the same run.
 * ``epsseg_prior``: the same ε-Seg predictions after ``AdjustClassPriors`` (``epsseg_monai.transforms``:
   EM re-estimation of each test image's class frequencies; no labels used).
 * ``forest``: ``benchmarks/baselines/forest.py`` (scikit-learn, 100 trees, ilastik-style filter features).
@@ -71,8 +74,13 @@ def preset_values(preset: Path) -> dict:
 
 def run_epsseg(
     ds: BenchmarkDataset, args: argparse.Namespace, work: Path
-) -> tuple[list[np.ndarray], list[np.ndarray], float, float]:
-    """Train (or with ``--reuse_epsseg`` reload) and predict; label maps without and with prior adjustment."""
+) -> tuple[dict[str, list[np.ndarray]], float, float]:
+    """Train (or with ``--reuse_epsseg`` reload) and predict.
+
+    Returns label maps of the final model (``epsseg``), with prior adjustment (``epsseg_prior``) and, when
+    the semi-supervised phase ran, of the phase-1 model it started from (``epsseg_phase1``); training seconds
+    (both phases) and prediction seconds per image.
+    """
     model_dir = work / "models"
     timing = work / "train_seconds.json"
     preset = REPO / "bundle" / "configs" / "presets" / f"{args.preset}.json"
@@ -80,9 +88,12 @@ def run_epsseg(
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
     cmd += ["--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(work / "data"), "--model_dir", str(model_dir)]
     cmd += ["--output_dir", str(work / "eval"), "--num_classes", str(ds.num_classes)]
-    cmd += ["--class_names", json.dumps(list(ds.class_names)), "--time_limit", str(int(args.budget))]
-    cmd += ["--num_threads", str(args.threads)]
-    if args.reuse_epsseg and timing.exists():
+    phase1_budget = args.budget if args.epsseg_budget is None else args.epsseg_budget
+    cmd += ["--class_names", json.dumps(list(ds.class_names)), "--time_limit", str(int(phase1_budget))]
+    cmd += ["--num_threads", str(args.threads), "--semi_supervised_epochs", str(args.semi_supervised_epochs)]
+    if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
+        if not timing.exists():
+            raise FileNotFoundError(f"--reuse_epsseg: {timing} not found; run once without --reuse_epsseg to train.")
         train_s = json.loads(timing.read_text())["train_s"]
     else:
         write_bundle_dataset(ds, work / "data")
@@ -110,21 +121,32 @@ def run_epsseg(
     # model.pt is the best validated model; a run stopped by the time limit before its first validation
     # only has the final checkpoint
     best, last = model_dir / "model.pt", model_dir / "model_last.pt"
-    state = torch.load(best if best.exists() else last, map_location="cpu", weights_only=True)
-    net.load_state_dict(state["model"] if "model" in state else state)
-    net.eval()
+    weights = {"epsseg": best if best.exists() else last}
+    if args.semi_supervised_epochs > 0:
+        weights["epsseg_phase1"] = model_dir / "model_supervised.pt"
     stats = json.loads((model_dir / "intensity_stats.json").read_text())
     inferer = DenseInferer(values.get("patch_size", 64))
-    preds, adjusted = [], []
     adjust = AdjustClassPriors()
-    t = time.perf_counter()
-    for image in ds.test_images:
-        x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
-        probs = inferer(x, net)[0]
-        preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
-        adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
-        print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
-    return preds, adjusted, train_s, (time.perf_counter() - t) / len(ds.test_images)
+    outcomes: dict[str, list[np.ndarray]] = {}
+    pred_s = 0.0
+    for key, path in weights.items():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"] if "model" in state else state)
+        net.eval()
+        preds, adjusted = [], []
+        t = time.perf_counter()
+        for image in ds.test_images:
+            x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
+            probs = inferer(x, net)[0]
+            preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
+            if key == "epsseg":
+                adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
+                print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
+        if key == "epsseg":
+            pred_s = (time.perf_counter() - t) / len(ds.test_images)
+            outcomes["epsseg_prior"] = adjusted
+        outcomes[key] = preds
+    return outcomes, train_s, pred_s
 
 
 def run_baseline(method: str, ds: BenchmarkDataset, args: argparse.Namespace) -> tuple[list[np.ndarray], float, float]:
@@ -172,6 +194,13 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--budget", type=float, default=1800.0, help="training seconds per trained method")
     parser.add_argument("--preset", default="cpu", help="ε-Seg preset in bundle/configs/presets/")
+    parser.add_argument("--epsseg_budget", type=float, default=None, help="ε-Seg phase-1 seconds (default: --budget)")
+    parser.add_argument(
+        "--semi_supervised_epochs",
+        type=int,
+        default=0,
+        help="ε-Seg semi-supervised epochs after phase 1 (adds the phase-1 model as row epsseg_phase1)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default="runs/accuracy")
@@ -198,8 +227,7 @@ def main() -> None:
                 continue
             try:
                 if method == "epsseg":
-                    p, p_adj, train_s, pred_s = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
-                    outcomes = {"epsseg": p, "epsseg_prior": p_adj}
+                    outcomes, train_s, pred_s = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
                 else:
                     p, train_s, pred_s = run_baseline(method, ds, args)
                     outcomes = {method: p}

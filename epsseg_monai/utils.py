@@ -106,6 +106,29 @@ def labels_from_probabilities(probs: np.ndarray | torch.Tensor, dim: int = 0) ->
     return labels
 
 
+#: Where :func:`fast_bfloat16` reads the CPU flags (Linux).
+CPUINFO = "/proc/cpuinfo"
+
+
+def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 natively, so that ``torch.autocast`` to bfloat16 speeds it up.
+
+    CUDA: ``torch.cuda.is_bf16_supported()``. CPU: the x86 flags ``avx512_bf16`` or ``amx_bf16`` in
+    ``/proc/cpuinfo`` (Linux); elsewhere ``False``, since emulated bfloat16 is slower than float32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open(CPUINFO, encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
     """Raise a ``ValueError`` for a config option outside its ``choices`` (for bundle config expressions)."""
     raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from epsseg_monai import utils
 from epsseg_monai.utils import center_region_mask, center_region_slices, check_sparse_labels
 
 
@@ -71,3 +72,20 @@ def test_labels_from_probabilities_numpy_and_torch_along_any_axis():
     out = labels_from_probabilities(torch.as_tensor(probs), dim=1)
     assert isinstance(out, torch.Tensor)
     np.testing.assert_array_equal(out.numpy(), expected)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [("fpu sse avx512f avx512_bf16 avx512vl", True), ("fpu amx_bf16 amx_tile", True), ("fpu sse avx2 avx512f", False)],
+)
+def test_fast_bfloat16_reads_the_cpu_flags(tmp_path, monkeypatch, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(utils, "CPUINFO", str(cpuinfo))
+    assert utils.fast_bfloat16("cpu") is expected
+    assert utils.fast_bfloat16("meta") is False  # neither CPU nor CUDA
+
+
+def test_fast_bfloat16_without_cpuinfo(tmp_path, monkeypatch):
+    monkeypatch.setattr(utils, "CPUINFO", str(tmp_path / "missing"))  # e.g. macOS, Windows
+    assert utils.fast_bfloat16(torch.device("cpu")) is False

@@ -9,7 +9,11 @@ import shutil
 __all__ = ["keep_supervised_model"]
 
 
-def keep_supervised_model(best_model: str | os.PathLike, supervised_model: str | os.PathLike) -> str:
+def keep_supervised_model(
+    best_model: str | os.PathLike,
+    supervised_model: str | os.PathLike,
+    final_model: str | os.PathLike | None = None,
+) -> str:
     """Copy the supervised phase's best weights ``best_model`` to ``supervised_model`` before phase 2 starts.
 
     The semi-supervised phase starts from these weights (load them from the returned path, e.g. with
@@ -19,19 +23,29 @@ def keep_supervised_model(best_model: str | os.PathLike, supervised_model: str |
     Args:
         best_model: the best-model file written by the supervised phase (``models/model.pt``).
         supervised_model: where to keep the copy (``models/model_supervised.pt``).
+        final_model: the supervised phase's final checkpoint (``models/model_last.pt``), used instead, with a
+            warning, when there is no best model because the phase never validated (e.g. ``--time_limit``
+            stopped it during its first epoch).
 
     Returns:
         ``supervised_model`` as a string.
 
     Raises:
-        FileNotFoundError: when the supervised phase wrote no best model (e.g. validation never ran).
+        FileNotFoundError: when the supervised phase wrote neither a best model nor ``final_model``.
     """
     best_model, supervised_model = os.fspath(best_model), os.fspath(supervised_model)
+    log = logging.getLogger(__name__)
+    if not os.path.isfile(best_model) and final_model is not None and os.path.isfile(final_model):
+        log.warning(
+            f"No best supervised weights ({best_model}): the supervised phase never validated. The semi-supervised "
+            f"phase starts from its final weights {os.fspath(final_model)} instead."
+        )
+        best_model = os.fspath(final_model)
     if not os.path.isfile(best_model):
         raise FileNotFoundError(
             f"The semi-supervised phase starts from the best supervised weights, but {best_model} does not exist: "
             "the supervised phase must validate at least once (val_interval <= epochs)."
         )
     shutil.copyfile(best_model, supervised_model)
-    logging.getLogger(__name__).info(f"Kept the best supervised weights {best_model} as {supervised_model}.")
+    log.info(f"Kept the supervised weights {best_model} as {supervised_model}.")
     return supervised_model

@@ -208,6 +208,19 @@ def test_multichannel_images_train_and_predict(tmp_path):
     assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == (40, 44)
 
 
+def test_tiled_inference_equals_whole_image(trained, tmp_path):
+    """``--tile_size`` predicts tile by tile (margins from the receptive field) with the same probabilities."""
+    data, common, dims = trained["data"], trained["common"], trained["dims"]
+    probs = {}
+    for name, tile in (("whole", None), ("tiled", [7] * dims)):
+        out = tmp_path / name
+        extra = {} if tile is None else {"tile_size": tile}
+        check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                     output_dir=str(out), save_probabilities=True, amp=False, **extra, **common))  # fmt: skip
+        probs[name] = tifffile.imread(out / "v_prob.tif")  # float32: bfloat16 rounding would differ per tile
+    np.testing.assert_allclose(probs["tiled"], probs["whole"], rtol=0, atol=1e-5)
+
+
 def test_inference_modes_and_optional_outputs(trained, tmp_path):
     """Patch (reference) mode, prior adjustment, entropy maps and 2D overlays through the bundle; bad mode named."""
     data, common, dims = trained["data"], trained["common"], trained["dims"]

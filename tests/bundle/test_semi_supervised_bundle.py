@@ -47,3 +47,20 @@ def test_semi_supervised_phase_is_off_by_default(tmp_path):
     assert not list(models.glob("*semi_supervised*"))
     assert "pseudo_threshold" not in log and "Restored all variables" not in log
     assert len(list((root / "eval" / "runs").glob("events.out.tfevents*"))) == 2, "phase 1's trainer and evaluator"
+
+
+def test_semi_supervised_phase_starts_from_final_weights_without_validation(tmp_path):
+    """Phase 1 never validated (here ``val_interval > epochs``; also a ``--time_limit`` hit in its first epoch):
+    phase 2 starts from phase 1's final weights, with a warning, instead of failing."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    root = tmp_path / "b"
+    args = {"dataset_dir": str(data), "bundle_root": str(root), "num_classes": 3, "class_names": ["x", "y", "z"],
+            **TINY_2D, **SCHEDULE, "epochs": 1, "val_interval": 2, "batch_size": 12, "num_neighbours": 3}  # fmt: skip
+    log = check(bundle("training", "train.json", tmp_path, **args, semi_supervised_epochs=1))
+    models = root / "models"
+    assert "never validated" in log
+    assert f"Restored all variables from {models / 'model_supervised.pt'}" in log
+    final = torch.load(models / "model_last.pt", weights_only=True)["model"]
+    kept = torch.load(models / "model_supervised.pt", weights_only=True)["model"]
+    assert all(torch.equal(final[k], kept[k]) for k in final)
+    assert (models / "model_semi_supervised_last.pt").is_file()

@@ -148,13 +148,13 @@ def test_training_patch_context_differs(net: EpsSegHVAE) -> None:
 
 
 # ------------------------------------------------------------------ slabs and crops
-def stage_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the number of rows of every stage input evaluated by the inferer."""
-    rows: list[int] = []
+def stage_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Record the spatial shape of every stage input evaluated by the inferer."""
+    rows: list[tuple[int, ...]] = []
     original = DenseInferer._stage
 
     def counting(net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> torch.Tensor:
-        rows.append(x.shape[2])
+        rows.append(tuple(x.shape[2:]))
         return original(net, level, x, phase)
 
     monkeypatch.setattr(DenseInferer, "_stage", staticmethod(counting))
@@ -175,6 +175,39 @@ def test_slabs_equal_one_piece(net: EpsSegHVAE, max_slab_voxels: int, monkeypatc
         if spatial[0] > 10:
             assert len(rows) > phase_nodes  # the stages really were evaluated in several pieces
         torch.testing.assert_close(sliced, whole, rtol=1e-5, atol=1e-5)
+
+
+def test_stage_tiles_split_every_axis_in_3d() -> None:
+    """A large volume's stage is tiled along all three axes (slabs spanning whole planes would not bound memory)."""
+    net = network(3)
+    x = torch.randn((1, 1, 50, 46, 54), generator=torch.Generator().manual_seed(4))
+    phase = (1, 0, 1)
+    inferer = DenseInferer(max_slab_voxels=2000)
+    rows = inferer._tiles(net, 0, x, phase)
+    out_sizes = [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
+    assert all(r < m for r, m in zip(rows, out_sizes)), (rows, out_sizes)
+    with torch.no_grad():
+        tiled = inferer._run_stage(net, 0, x, phase)
+        whole = DenseInferer._stage(net, 0, x, phase)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims, side, budgets", [(2, 64, (100, 300)), (3, 48, (2000, 5000))], ids=["2d", "3d"])
+def test_tiles_fit_the_budget(dims: int, side: int, budgets: tuple[int, ...]) -> None:
+    """The largest map of a stage tile (full-resolution conv output with halo, x channels) stays within budget."""
+    net = network(dims)
+    x = torch.zeros((1, 1) + (side,) * dims)
+    width = net.bottom_up[0][0].out_channels
+    assert side**dims * width > max(budgets) * 64  # the whole map does not fit: tiling is needed
+    for budget in budgets:
+        inferer = DenseInferer(max_slab_voxels=budget)
+        halo = inferer._stage_radius(net, 0)
+        rows = inferer._tiles(net, 0, x, (0,) * dims)
+        assert math.prod(min(side, 2 * r + 2 * halo + 1) for r in rows) * width <= budget * 64
+        assert max(rows) <= 2 * min(rows)  # near-cubic tiles
+    # a budget below one output row plus its halo falls back to the thinnest tiles; None means one piece
+    assert DenseInferer(max_slab_voxels=1)._tiles(net, 0, x, (0,) * dims) == [1] * dims
+    assert DenseInferer(max_slab_voxels=None)._tiles(net, 0, x, (1,) * dims) == [side // 2] * dims
 
 
 def test_default_slabs_equal_one_piece(net2d: EpsSegHVAE) -> None:
@@ -199,6 +232,74 @@ def test_crop_gives_the_same_prediction_away_from_its_border(net2d: EpsSegHVAE) 
     torch.testing.assert_close(crop[inner], expected, rtol=0, atol=1e-5)
     # near the crop border the context differs, and so does the prediction
     assert (crop[..., :2, :] - full[..., a : a + 2, c:d]).abs().max() > 1e-3
+
+
+# ------------------------------------------------------------------ outer tiles (images larger than memory)
+@pytest.mark.parametrize(
+    "spatial, tile_size", [((97, 83), 40), ((97, 83), (60, 29)), ((30, 26, 28), (16, 13, 20))], ids=str
+)
+def test_tiled_prediction_has_no_seams(spatial: tuple[int, ...], tile_size: int | tuple[int, ...]) -> None:
+    """Predicting an image tile by tile (margins from the receptive field) equals predicting it whole."""
+    net = network(len(spatial))
+    x = images(spatial, batch=1, seed=len(spatial))
+    inferer = DenseInferer(tile_size=tile_size, max_slab_voxels=None)
+    tiles = inferer.tiles(net, spatial)
+    assert len(tiles) > 1
+    cover = torch.zeros(spatial, dtype=torch.int64)
+    for read, keep, write in tiles:
+        cover[write] += 1
+        for r, k, w in zip(read, keep, write):
+            assert r.start + k.start == w.start and r.start + k.stop == w.stop
+    assert (cover == 1).all()  # the tiles partition the image
+    whole = DenseInferer(max_slab_voxels=None)(x, net)
+    torch.testing.assert_close(inferer(x, net), whole, rtol=0, atol=1e-5)
+
+
+def test_tiles_need_their_margin() -> None:
+    """Without the receptive-field margin a tile's border pixels would differ: the margin is what removes seams."""
+    net = network(2)
+    x = images((97, 83), batch=1, seed=2)
+    whole = DenseInferer(max_slab_voxels=None)(x, net)
+    left = DenseInferer(max_slab_voxels=None)(x[..., :, :40], net)  # the first column of tiles, no margin
+    assert (left[..., 30:40] - whole[..., 30:40]).abs().max() > 1e-3
+
+
+def test_predict_array_reads_and_writes_memory_maps(tmp_path) -> None:
+    """``predict_array`` streams a memory-mapped image into a memory-mapped output, equal to ``__call__``."""
+    np = pytest.importorskip("numpy")
+    net = network(2)
+    x = images((70, 90), batch=1, seed=9)
+    image = np.lib.format.open_memmap(tmp_path / "image.npy", mode="w+", dtype=np.float32, shape=(1, 70, 90))
+    image[:] = x[0].numpy()
+    image.flush()
+    image = np.load(tmp_path / "image.npy", mmap_mode="r")
+    out = np.lib.format.open_memmap(tmp_path / "probs.npy", mode="w+", dtype=np.float32, shape=(3, 70, 90))
+    inferer = DenseInferer(tile_size=32, max_slab_voxels=None)
+    assert inferer.predict_array(image, net, out=out) is out
+    out.flush()
+    saved = torch.from_numpy(np.load(tmp_path / "probs.npy"))
+    torch.testing.assert_close(saved[None], DenseInferer()(x, net), rtol=0, atol=1e-5)
+    in_memory = DenseInferer().predict_array(x[0].numpy(), net)  # out=None allocates
+    torch.testing.assert_close(torch.from_numpy(in_memory), saved, rtol=0, atol=1e-5)
+    raw = x[0].numpy() * 20.0 + 100.0  # normalised on the fly, tile by tile
+    normalised = DenseInferer(tile_size=32).predict_array(raw, net, mean=[100.0], std=20.0)
+    torch.testing.assert_close(torch.from_numpy(normalised), saved, rtol=0, atol=1e-4)
+
+
+def test_predict_array_and_tile_arguments_are_checked() -> None:
+    net = network(2)
+    np = pytest.importorskip("numpy")
+    with pytest.raises(ValueError, match="out must have shape"):
+        DenseInferer().predict_array(np.zeros((1, 20, 20), np.float32), net, out=np.zeros((2, 20, 20), np.float32))
+    with pytest.raises(ValueError, match="expects"):
+        DenseInferer().predict_array(np.zeros((20, 20), np.float32), net)
+    with pytest.raises(ValueError, match="std must be positive"):
+        DenseInferer().predict_array(np.zeros((1, 20, 20), np.float32), net, std=0.0)
+    with pytest.raises(ValueError, match="tile_size"):
+        DenseInferer(tile_size=0)
+    with pytest.raises(ValueError, match="tile_size"):
+        DenseInferer(tile_size=(16, -1))
+    assert len(DenseInferer(tile_size=64).tiles(net, (40, 30))) == 1  # an image smaller than a tile is one tile
 
 
 # ------------------------------------------------------------------ shapes, padding, arguments
@@ -264,6 +365,21 @@ def test_wrong_input_dimensions_raise(net2d: EpsSegHVAE) -> None:
 def test_other_networks_are_refused() -> None:
     with pytest.raises(TypeError, match="PatchCenterInferer"):
         DenseInferer()(torch.zeros((1, 1, 9, 9)), nn.Conv2d(1, 3, 3))
+
+
+def test_amp_auto_follows_the_device(net2d: EpsSegHVAE, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``amp="auto"`` computes in bfloat16 exactly when the device has native bfloat16, float32 otherwise."""
+    import epsseg_monai.inferers.dense as dense
+
+    x = images((24, 20), batch=1, seed=12)
+    fp32 = DenseInferer(amp=False).logits(x, net2d)
+    bf16 = DenseInferer(amp=True).logits(x, net2d)
+    assert (fp32 - bf16).abs().max() > 1e-4  # the two precisions are distinguishable
+    for fast, expected in ((True, bf16), (False, fp32)):
+        monkeypatch.setattr(dense, "fast_bfloat16", lambda device, fast=fast: fast)
+        torch.testing.assert_close(DenseInferer(amp="auto").logits(x, net2d), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="amp"):
+        DenseInferer(amp="yes")
 
 
 def test_bad_max_slab_voxels() -> None:
