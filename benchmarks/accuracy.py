@@ -142,10 +142,10 @@ def run_epsseg(
             if key == "epsseg":
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
+        outcomes[key] = preds
         if key == "epsseg":
             pred_s = (time.perf_counter() - t) / len(ds.test_images)
             outcomes["epsseg_prior"] = adjusted
-        outcomes[key] = preds
     return outcomes, train_s, pred_s
 
 
@@ -170,12 +170,15 @@ def run_baseline(method: str, ds: BenchmarkDataset, args: argparse.Namespace) ->
 
 
 def figure(ds: BenchmarkDataset, preds: dict[str, list[np.ndarray]], path: Path, crop: int = 384) -> None:
-    """raw | ground truth | ε-Seg | U-Net (sparse) | forest on the top-left ``crop`` of the first test image."""
+    """raw | ground truth | ε-Seg [phase 1 | + semi-supervised] | U-Net (sparse) | forest, top-left ``crop``."""
     from PIL import Image, ImageDraw
 
     panels = [("raw", np.repeat(grey_image(ds.test_images[0][:crop, :crop])[..., None], 3, axis=-1))]
     panels.append(("ground truth", colorize_labels(ds.test_dense[0][:crop, :crop])))
-    for method, title in (("epsseg", "eps-Seg"), ("unet_sparse", "U-Net (sparse clicks)"), ("forest", "random forest")):
+    semi = "epsseg_phase1" in preds  # then "epsseg" is the model after the semi-supervised phase
+    methods = [("epsseg_phase1", "eps-Seg (phase 1)"), ("epsseg", "eps-Seg + semi-sup." if semi else "eps-Seg")]
+    methods += [("unet_sparse", "U-Net (sparse clicks)"), ("forest", "random forest")]
+    for method, title in methods:
         if method in preds:
             panels.append((title, colorize_labels(preds[method][0][:crop, :crop])))
     h, w = panels[0][1].shape[:2]

@@ -229,3 +229,24 @@ def test_real_datasets_load(data_dir: Path) -> None:
     assert set(np.unique(nih.train_sparse)) == {0, 1, 2} and set(np.unique(nih.test_dense)) == {1, 2}
     labelled = nih.train_sparse > 0
     np.testing.assert_array_equal(nih.train_sparse[labelled], nih.train_dense[labelled])
+
+
+@pytest.mark.parametrize("semi", [False, True], ids=["phase1-only", "with-semi-supervised"])
+def test_accuracy_figure_panels(tmp_path, semi):
+    """raw | ground truth | ε-Seg [phase 1 | + semi-supervised] | U-Net | forest, one panel per method present."""
+    from PIL import Image
+
+    from benchmarks.accuracy import figure
+    from benchmarks.baselines.data import BenchmarkDataset
+
+    rng = np.random.default_rng(0)
+    dense = rng.integers(1, 4, (1, 40, 30))
+    ds = BenchmarkDataset("toy", ("a", "b", "c"), *(np.zeros((1, 40, 30)),) * 3, rng.random((1, 40, 30)), dense,
+                          ("0",), ("1",))  # fmt: skip
+    preds = {"epsseg": [dense[0]], "unet_sparse": [dense[0]], "forest": [dense[0]]}
+    if semi:
+        preds["epsseg_phase1"] = [dense[0]]
+    figure(ds, preds, tmp_path / "f.png", crop=384)
+    image = np.asarray(Image.open(tmp_path / "f.png"))
+    assert image.shape == (40 + 18, (5 + semi) * (30 + 4), 3)
+    np.testing.assert_array_equal(image[18:, 2 * 34 : 2 * 34 + 30], image[18:, 34:64])  # ε-Seg = ground truth here

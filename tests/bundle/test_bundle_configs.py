@@ -248,7 +248,8 @@ def test_preset_with_time_limit_stops_training(tmp_path):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
     values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
               "class_names": ["x", "y", "z"], **TINY_2D, "batch_size": 8, "epoch_length": 2,
-              "time_limit": 1}  # fmt: skip
+              "time_limit": 1, "early_stop_patience": 100000}  # fmt: skip
+    # early stopping is out of the way: only the time limit may end the 1000 epochs
     log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
     assert "Reached the time limit" in log
     assert "until 1000 epochs" in log, "the preset's schedule was not applied"
