@@ -94,11 +94,6 @@ class DenseInferer(Inferer):
             convolution output, halo included); the default, ``2**20``, is 256 MiB in float32. A tile is never
             thinner than one output row plus the stage's halo. ``None`` evaluates every stage in one piece.
         progress: show a ``tqdm`` progress bar over the phase sub-grids (of every tile).
-        tile_size: predict the image in tiles of this side (int or one per spatial axis), each read with a
-            margin of :meth:`receptive_field` pixels, so the result equals the untiled prediction (no seams)
-            while only one tile's maps are in memory. ``None`` predicts the image in one piece (stages are
-            still tiled, ``max_slab_voxels``). With :meth:`predict_array` the input and output may be
-            memory-mapped arrays larger than RAM.
         amp: compute in bfloat16 (``torch.autocast``): 1.5-1.9x faster on CPUs with AVX-512 BF16 or AMX, with
             99.9 % of pixels keeping their float32 class on the VNC benchmark (same Dice). ``"auto"`` uses it
             where the device computes bfloat16 natively (:func:`~epsseg_monai.utils.fast_bfloat16`).
@@ -107,8 +102,6 @@ class DenseInferer(Inferer):
             while only one tile's maps are in memory. ``None`` predicts the image in one piece (stages are
             still tiled, ``max_slab_voxels``). With :meth:`predict_array` the input and output may be
             memory-mapped arrays larger than RAM.
-        amp: compute in bfloat16 (``torch.autocast``): about 1.5x faster on CPUs with AVX-512 BF16 or AMX,
-            at the cost of small logit differences (see the benchmark for the agreement with float32).
 
     ``__call__`` returns ``(B, K, *spatial)`` softmax probabilities for ``(B, C, *spatial)`` inputs; the
     ``mask`` keyword of :class:`PatchCenterInferer` is accepted and ignored (every pixel is predicted).
@@ -326,8 +319,8 @@ class DenseInferer(Inferer):
                 f"got shape {tuple(shape)}."
             )
 
-    def _run(self, net: nn.Module, num_tiles: int, body: Callable[[Any], None]) -> None:
-        """Run ``body(bar)`` with the network in eval mode, channels-last, under ``no_grad`` (and autocast)."""
+    def _run(self, net: nn.Module, num_tiles: int, body: Callable[[Any], Any]) -> Any:
+        """``body(bar)`` with the network in eval mode, channels-last, under ``no_grad`` (and autocast)."""
         dims = net.spatial_dims
         bar = None
         if self.progress:
@@ -341,7 +334,7 @@ class DenseInferer(Inferer):
             device = next(net.parameters()).device
             amp = fast_bfloat16(device) if self.amp == "auto" else bool(self.amp)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                body(bar)
+                return body(bar)
         finally:
             net.train(was_training).to(memory_format=torch.contiguous_format)
             if bar is not None:
@@ -356,12 +349,10 @@ class DenseInferer(Inferer):
         net = self._check_network(network)
         self._check_inputs(net, inputs.shape)
         tiles = self.tiles(net, inputs.shape[2:])
-        result: list[torch.Tensor] = []
 
-        def body(bar: Any) -> None:
+        def body(bar: Any) -> torch.Tensor:
             if len(tiles) == 1:
-                result.append(self._padded_logits(net, inputs, bar))
-                return
+                return self._padded_logits(net, inputs, bar)  # no copy into a separate output
             out: torch.Tensor | None = None
             for read, keep, write in tiles:
                 piece = self._padded_logits(net, inputs[(slice(None), slice(None), *read)], bar)
@@ -369,10 +360,10 @@ class DenseInferer(Inferer):
                 if out is None:
                     out = piece.new_empty((piece.shape[0], piece.shape[1], *inputs.shape[2:]))
                 out[(slice(None), slice(None), *write)] = piece
-            result.append(out)  # type: ignore[arg-type]
+            assert out is not None
+            return out
 
-        self._run(net, len(tiles), body)
-        return result[0]
+        return self._run(net, len(tiles), body)
 
     def predict_array(
         self,
