@@ -22,7 +22,8 @@ Usage (from the repository root)::
 
     python benchmarks/accuracy.py [--data_root ../shared/data] [--budget 1800] [--threads 2] \\
         [--datasets vnc:sparse_0.05pct vnc:sparse_0.005pct nih3t3:sparse_0.05pct] \\
-        [--methods epsseg forest unet_sparse unet_dense] [--output_dir runs/accuracy]
+        [--methods epsseg forest unet_sparse unet_dense] [--output_dir runs/accuracy] \\
+        [--epsseg_budget 1200 --semi_supervised_epochs 8] [--reuse_epsseg]
 
 Prints one table per dataset (per-class and mean Dice, training and prediction seconds per method), writes
 ``results.json`` and a figure ``figure_<dataset>.png`` (raw | ground truth | ε-Seg | U-Net | forest on a
