@@ -195,6 +195,11 @@ class DenseInferer(Inferer):
             x = m(x)
         return x
 
+    @staticmethod
+    def _phase_sizes(x: torch.Tensor, phase: Sequence[int]) -> list[int]:
+        """Side lengths of the stride-2 sub-grid of ``x``'s spatial axes that starts at ``phase``."""
+        return [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
+
     def _tiles(self, net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> list[int]:
         """Output rows per tile along each axis of stage ``level``, so that a tile's largest map fits the budget.
 
@@ -202,7 +207,7 @@ class DenseInferer(Inferer):
         ``prod(2 * rows + 2 * halo) * width`` elements. The axis with the longest tile (halo included) is split
         first, which keeps tiles near-cubic and so the recomputed halo small relative to the tile.
         """
-        out_sizes = [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
+        out_sizes = self._phase_sizes(x, phase)
         if self.max_slab_voxels is None:
             return out_sizes
         budget = max(1, (self.max_slab_voxels * 64) // net.bottom_up[level][0].out_channels)
@@ -223,7 +228,7 @@ class DenseInferer(Inferer):
         untiled computation.
         """
         rows = self._tiles(net, level, x, phase)
-        out_sizes = [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
+        out_sizes = self._phase_sizes(x, phase)
         if rows == out_sizes:
             return self._stage(net, level, x, phase)
         halo = self._stage_radius(net, level)
