@@ -12,6 +12,8 @@ over the held-out images). Methods:
 * ``epsseg_phase1``: with ``--semi_supervised_epochs N``, the bundle also runs the semi-supervised second
   phase after the phase-1 time limit (``--epsseg_budget``); this row is the phase-1 model it started from,
   ``epsseg`` the final one, both from the same run.
+* ``epsseg_tta``: the final ε-Seg model with test-time augmentation (``DihedralInferer``: the mean over the 8
+  rotations and flips; 8x the prediction time; the bundle's ``--tta true``).
 * ``epsseg_prior``: the same ε-Seg predictions after ``AdjustClassPriors`` (``epsseg_monai.transforms``:
   EM re-estimation of each test image's class frequencies; no labels used).
 * ``forest``: ``benchmarks/baselines/forest.py`` (scikit-learn, 100 trees, ilastik-style filter features).
@@ -48,7 +50,7 @@ if str(REPO) not in sys.path:  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(REPO))
 
 from benchmarks.baselines.data import BenchmarkDataset, dice_scores, load_dataset  # noqa: E402
-from epsseg_monai.inferers import DenseInferer  # noqa: E402
+from epsseg_monai.inferers import DenseInferer, DihedralInferer  # noqa: E402
 from epsseg_monai.networks import EpsSegHVAE  # noqa: E402
 from epsseg_monai.transforms.overlay import colorize_labels, grey_image  # noqa: E402
 from epsseg_monai.transforms.prior_adjustment import AdjustClassPriors  # noqa: E402
@@ -75,12 +77,12 @@ def preset_values(preset: Path) -> dict:
 
 def run_epsseg(
     ds: BenchmarkDataset, args: argparse.Namespace, work: Path
-) -> tuple[dict[str, list[np.ndarray]], float, float]:
+) -> tuple[dict[str, list[np.ndarray]], float, dict[str, float]]:
     """Train (or with ``--reuse_epsseg`` reload) and predict.
 
-    Returns label maps of the final model (``epsseg``), with prior adjustment (``epsseg_prior``) and, when
-    the semi-supervised phase ran, of the phase-1 model it started from (``epsseg_phase1``); training seconds
-    (both phases) and prediction seconds per image.
+    Returns label maps of the final model (``epsseg``), with test-time augmentation (``epsseg_tta``), with
+    prior adjustment (``epsseg_prior``) and, when the semi-supervised phase ran, of the phase-1 model it
+    started from (``epsseg_phase1``); training seconds (both phases); prediction seconds per image of each.
     """
     model_dir = work / "models"
     timing = work / "train_seconds.json"
@@ -127,26 +129,33 @@ def run_epsseg(
         weights["epsseg_phase1"] = model_dir / "model_supervised.pt"
     stats = json.loads((model_dir / "intensity_stats.json").read_text())
     inferer = DenseInferer(values.get("patch_size", 64))
+    tta = DihedralInferer(inferer)
     adjust = AdjustClassPriors()
     outcomes: dict[str, list[np.ndarray]] = {}
-    pred_s = 0.0
+    pred_s: dict[str, float] = {}
     for key, path in weights.items():
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"] if "model" in state else state)
         net.eval()
-        preds, adjusted = [], []
-        t = time.perf_counter()
+        preds, adjusted, augmented = [], [], []
+        t_plain = t_tta = 0.0
         for image in ds.test_images:
             x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
+            t = time.perf_counter()
             probs = inferer(x, net)[0]
+            t_plain += time.perf_counter() - t
             preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
             if key == "epsseg":
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
+                t = time.perf_counter()
+                augmented.append(tta(x, net)[0].argmax(0).numpy().astype(np.int64) + 1)
+                t_tta += time.perf_counter() - t
         outcomes[key] = preds
+        pred_s[key] = t_plain / len(ds.test_images)
         if key == "epsseg":
-            pred_s = (time.perf_counter() - t) / len(ds.test_images)
-            outcomes["epsseg_prior"] = adjusted
+            outcomes["epsseg_tta"], pred_s["epsseg_tta"] = augmented, t_tta / len(ds.test_images)
+            outcomes["epsseg_prior"], pred_s["epsseg_prior"] = adjusted, pred_s[key]
     return outcomes, train_s, pred_s
 
 
@@ -231,14 +240,15 @@ def main() -> None:
                 continue
             try:
                 if method == "epsseg":
-                    outcomes, train_s, pred_s = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
+                    outcomes, train_s, pred_times = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
                 else:
                     p, train_s, pred_s = run_baseline(method, ds, args)
-                    outcomes = {method: p}
+                    outcomes, pred_times = {method: p}, {method: pred_s}
             except Exception as err:  # keep the other methods' results
                 print(f"[{entry}] {method} failed: {err}")
                 continue
             for key, p in outcomes.items():
+                pred_s = pred_times[key]
                 per_class, mean = dice_scores(p, list(ds.test_dense), ds.num_classes)
                 rows[key] = {"dice": per_class, "mean_dice": mean, "train_s": train_s, "predict_s_per_image": pred_s}
                 preds[key] = p

@@ -1,8 +1,10 @@
 """Time one ε-Seg training step (forward + EpsSegLoss + backward + Adamax step) on the CPU.
 
 Usage: python benchmarks/train_step.py [--batch 32] [--filters 64] [--blocks 5] [--levels 3] [--dims 2] [--steps 3]
-                                      [--channels-last]
-Prints the median seconds per step and patches per second for the given network size.
+                                      [--channels-last] [--amp]
+Prints the median seconds per step and patches per second for the given network size. With ``--amp`` it
+times float32 and bfloat16 autocast steps (``AutocastInferer``, the bundle's ``--train_amp``) alternately in
+the same run and prints the speed-up ratio.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 
 import torch
 
+from epsseg_monai.inferers import AutocastInferer
 from epsseg_monai.losses import EpsSegLoss
 from epsseg_monai.networks import EpsSegHVAE
 from epsseg_monai.utils import center_region_slices
@@ -31,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
+    parser.add_argument("--amp", action="store_true", help="also time bfloat16 autocast steps and print the ratio")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,23 +62,30 @@ def main() -> None:
         target, masked = target.contiguous(memory_format=fmt), masked.contiguous(memory_format=fmt)
     opt = torch.optim.Adamax(net.parameters(), lr=3e-5)
 
-    times = []
-    for _ in range(args.steps + 1):
-        start = time.perf_counter()
-        terms = loss_fn(net(masked), target, labels)
-        opt.zero_grad()
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        times.append(time.perf_counter() - start)
-    step = statistics.median(times[1:])  # the first step warms up allocators
+    precisions = {"float32": AutocastInferer(False)}
+    if args.amp:
+        precisions["bfloat16"] = AutocastInferer(True)
+    times: dict[str, list[float]] = {name: [] for name in precisions}
+    for _ in range(args.steps + 1):  # alternate the precisions so that both see the same machine load
+        for name, inferer in precisions.items():
+            start = time.perf_counter()
+            terms = loss_fn(inferer(masked, net), target, labels)
+            opt.zero_grad()
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            times[name].append(time.perf_counter() - start)
     params = sum(p.numel() for p in net.parameters())
-    print(
-        f"{args.dims}D patch {args.patch}, batch {args.batch}, filters {args.filters}, blocks {args.blocks}, "
-        f"levels {args.levels}, params {params / 1e6:.2f} M, threads {torch.get_num_threads()}, "
-        f"channels-last {args.channels_last}: "
-        f"{step:.2f} s/step, {args.batch / step:.3g} patches/s"
-    )
+    steps = {name: statistics.median(t[1:]) for name, t in times.items()}  # the first step warms up allocators
+    for name, step in steps.items():
+        print(
+            f"{args.dims}D patch {args.patch}, batch {args.batch}, filters {args.filters}, blocks {args.blocks}, "
+            f"levels {args.levels}, params {params / 1e6:.2f} M, threads {torch.get_num_threads()}, "
+            f"channels-last {args.channels_last}, {name}: "
+            f"{step:.2f} s/step, {args.batch / step:.3g} patches/s"
+        )
+    if args.amp:
+        print(f"bfloat16 / float32 speed: {steps['float32'] / steps['bfloat16']:.2f}x")
 
 
 if __name__ == "__main__":

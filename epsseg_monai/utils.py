@@ -3,7 +3,9 @@
 One centre convention is used everywhere (sampler, mask, inpainting loss, segmentation head, inferers):
 the centre of a patch of side ``p`` is the voxel at index ``p // 2`` along each spatial axis. A centre
 region of side ``m`` starts at ``p // 2 - m // 2``. The reference code mixes ``p // 2 - 1`` (training)
-and ``p // 2`` (prediction); this package does not.
+and ``p // 2`` (prediction); this package does not. Rotating or flipping a patch of even side moves
+index ``p // 2`` to ``p // 2 - 1``, so the bundle's training augmentation draws patches of odd side ``p + 1``
+(centre ``p // 2`` kept by every rotation and flip) and crops them to ``p`` afterwards.
 
 Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` = class id.
 """

@@ -1,8 +1,19 @@
-"""ε-Seg inferers: the reference per-pixel patch mode and the fast dense mode."""
+"""ε-Seg inferers: the reference per-pixel patch mode, the fast dense mode, test-time augmentation, and
+bfloat16 autocast for training."""
 
 from __future__ import annotations
 
+from .autocast import AutocastInferer
 from .dense import DenseInferer, class_entropy, receptive_field_radius
+from .dihedral import DihedralInferer, dihedral_transforms
 from .patch_center import PatchCenterInferer
 
-__all__ = ["DenseInferer", "PatchCenterInferer", "class_entropy", "receptive_field_radius"]
+__all__ = [
+    "AutocastInferer",
+    "DenseInferer",
+    "DihedralInferer",
+    "PatchCenterInferer",
+    "class_entropy",
+    "dihedral_transforms",
+    "receptive_field_radius",
+]

@@ -156,6 +156,10 @@ class RandSparseLabelPatchd(Randomizable, MapTransform, MultiSampleTrait):
     0-d ``torch.long`` tensor, ids ``1..C``) and the centre's coordinates to ``center_key``; other entries
     are shared (shallow copy).
 
+    To rotate or flip the patches afterwards, draw them one voxel larger (an odd side) and crop back with
+    ``SpatialCropd(roi_start=0, roi_end=patch_size)`` after the rotations and flips: they keep the centre of
+    an odd-sided patch, but move that of an even-sided one by a voxel (``bundle/configs/train.json`` does so).
+
     Args:
         keys: keys of the images to crop (channel-first, same spatial shape as the label map).
         label_key: key of the sparse label map (1[spatial], 0 = unlabelled); it is cropped only if in ``keys``.

@@ -250,3 +250,19 @@ def test_accuracy_figure_panels(tmp_path, semi):
     image = np.asarray(Image.open(tmp_path / "f.png"))
     assert image.shape == (40 + 18, (5 + semi) * (30 + 4), 3)
     np.testing.assert_array_equal(image[18:, 2 * 34 : 2 * 34 + 30], image[18:, 34:64])  # ε-Seg = ground truth here
+
+
+def test_train_step_benchmark_times_both_precisions_side_by_side() -> None:
+    """``benchmarks/train_step.py --amp`` times float32 and bfloat16 steps in one run and prints the ratio."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, str(repo / "benchmarks" / "train_step.py"), "--batch", "4", "--filters", "8",
+           "--blocks", "1", "--levels", "2", "--latent", "4", "--patch", "32", "--steps", "1", "--threads", "1",
+           "--amp"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "float32:" in out.stdout and "bfloat16:" in out.stdout
+    ratio = float(out.stdout.split("bfloat16 / float32 speed: ")[1].split("x")[0])
+    assert ratio > 0

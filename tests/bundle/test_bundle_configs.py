@@ -221,6 +221,44 @@ def test_tiled_inference_equals_whole_image(trained, tmp_path):
     np.testing.assert_allclose(probs["tiled"], probs["whole"], rtol=0, atol=1e-5)
 
 
+def test_tta_inference_is_rotation_equivariant(trained, tmp_path):
+    """``--tta true`` averages the 8 rotations and flips: a quarter-turned image gets the quarter-turned
+    probabilities (exactly, a group property), which the plain dense prediction does not."""
+    data, common = trained["data"], trained["common"]
+    image = tifffile.imread(data / "val" / "images" / "v.tif")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "v.tif", image)
+    tifffile.imwrite(inputs / "turned.tif", np.ascontiguousarray(np.rot90(image, 1, axes=(-2, -1))))
+    probs = {}
+    for tta in (True, False):
+        out = tmp_path / f"tta_{tta}"
+        check(bundle("inference", "inference.json", tmp_path, input_dir=str(inputs), output_dir=str(out),
+                     save_probabilities=True, amp=False, tta=tta, **common))  # fmt: skip
+        probs[tta] = [tifffile.imread(out / f"{name}_prob.tif") for name in ("v", "turned")]
+    # probabilities are saved channel-first: the spatial axes are the last two
+    turn = lambda a: np.rot90(a, 1, axes=(-2, -1))  # noqa: E731
+    np.testing.assert_allclose(probs[True][1], turn(probs[True][0]), rtol=0, atol=1e-5)
+    assert np.abs(probs[False][1] - turn(probs[False][0])).max() > 1e-3
+    assert np.abs(probs[True][0] - probs[False][0]).max() > 1e-3
+
+
+def test_bfloat16_training_with_time_budget_decay(tmp_path):
+    """``--train_amp true --lr_time_decay true --time_limit``: trains in bfloat16 autocast and ends with the
+    learning rate decayed below its start (read back from the last checkpoint's optimiser state)."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    values = {**TINY_2D, "bundle_root": str(tmp_path / "b"), "num_classes": 3, "class_names": ["x", "y", "z"],
+              "epochs": 1000, "epoch_length": 3, "batch_size": 8, "time_limit": 4, "early_stop_patience": 100000,
+              "train_amp": True, "lr_time_decay": True, "learning_rate": 0.002, "lr_patience": 100000}  # fmt: skip
+    log = check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), **values))
+    assert "Reached the time limit" in log
+    state = torch.load(tmp_path / "b" / "models" / "model_last.pt", weights_only=False)
+    lr = state["optimizer"]["param_groups"][0]["lr"]
+    assert 0.002 * 0.01 - 1e-12 <= lr < 0.002 * 0.5, lr
+    weights = state["model"]
+    assert all(v.dtype == torch.float32 for v in weights.values() if v.is_floating_point())
+
+
 def test_inference_modes_and_optional_outputs(trained, tmp_path):
     """Patch (reference) mode, prior adjustment, entropy maps and 2D overlays through the bundle; bad mode named."""
     data, common, dims = trained["data"], trained["common"], trained["dims"]
