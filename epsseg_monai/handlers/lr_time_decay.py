@@ -12,6 +12,7 @@ with ``ReduceLROnPlateau``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from ignite.engine import Engine, Events
@@ -39,7 +40,7 @@ class TimeBudgetLRDecay:
         optimizer: torch.optim.Optimizer,
         time_limit: float,
         final_fraction: float = 0.01,
-        clock=time.perf_counter,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         if not time_limit or time_limit <= 0:
             raise ValueError(f"time_limit must be a positive number of seconds, got {time_limit!r}.")
