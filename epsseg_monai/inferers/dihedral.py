@@ -56,8 +56,9 @@ class DihedralInferer(Inferer):
         total: torch.Tensor | None = None
         predicted: torch.Tensor | None = None
         for k, flip in dihedral_transforms():
-            out = self.inferer(_forward(inputs, k, flip), network, *args, **kwargs)
-            if not isinstance(out, torch.Tensor) or out.shape[2:] != _forward(inputs, k, flip).shape[2:]:
+            x = _forward(inputs, k, flip)
+            out = self.inferer(x, network, *args, **kwargs)
+            if not isinstance(out, torch.Tensor) or out.shape[2:] != x.shape[2:]:
                 raise ValueError(
                     f"{type(self.inferer).__name__} must return per-pixel maps B C [spatial] of the input's "
                     "spatial shape to be averaged over orientations."
