@@ -131,6 +131,19 @@ def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def check_amp(amp: bool | str) -> bool | str:
+    """Return ``amp`` if it is a valid mixed-precision option (``True``, ``False`` or ``"auto"``), else raise."""
+    if amp not in (True, False, "auto"):
+        raise ValueError(f"amp must be True, False or 'auto', got {amp!r}.")
+    return amp
+
+
+def use_bfloat16(amp: bool | str, device: torch.device | str) -> bool:
+    """Whether the option ``amp`` (see :func:`check_amp`) computes in bfloat16 on ``device``: ``"auto"`` follows
+    :func:`fast_bfloat16`."""
+    return fast_bfloat16(device) if check_amp(amp) == "auto" else bool(amp)
+
+
 def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
     """Raise a ``ValueError`` for a config option outside its ``choices`` (for bundle config expressions)."""
     raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from monai.inferers import Inferer
 
-from epsseg_monai.utils import fast_bfloat16
+from epsseg_monai.utils import check_amp, use_bfloat16
 
 __all__ = ["AutocastInferer", "to_float32"]
 
@@ -44,18 +44,14 @@ class AutocastInferer(Inferer):
 
     def __init__(self, amp: bool | str = "auto") -> None:
         super().__init__()
-        if amp not in (True, False, "auto"):
-            raise ValueError(f"amp must be True, False or 'auto', got {amp!r}.")
-        self.amp = amp
+        self.amp = check_amp(amp)
         self._fast: dict[torch.device, bool] = {}
 
     def enabled(self, device: torch.device | str) -> bool:
         """Whether a call on ``device`` autocasts."""
-        if self.amp != "auto":
-            return bool(self.amp)
         device = torch.device(device)
-        if device not in self._fast:
-            self._fast[device] = fast_bfloat16(device)
+        if device not in self._fast:  # "auto" reads /proc/cpuinfo: once per device, not every step
+            self._fast[device] = use_bfloat16(self.amp, device)
         return self._fast[device]
 
     def __call__(self, inputs: torch.Tensor, network: Any, *args: Any, **kwargs: Any) -> Any:

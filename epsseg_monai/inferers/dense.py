@@ -42,7 +42,7 @@ from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
 from ..networks.blocks.blur_pool import BlurPool
-from ..utils import center_index, center_region_slices, fast_bfloat16
+from ..utils import center_index, center_region_slices, check_amp, use_bfloat16
 
 __all__ = ["DenseInferer", "receptive_field_radius", "class_entropy"]
 
@@ -121,8 +121,7 @@ class DenseInferer(Inferer):
             raise ValueError(f"max_slab_voxels must be positive or None, got {max_slab_voxels}.")
         if tile_size is not None and min(ensure_tuple(tile_size)) < 1:
             raise ValueError(f"tile_size must be positive (one int or one per spatial axis) or None, got {tile_size}.")
-        if amp not in (True, False, "auto"):
-            raise ValueError(f"amp must be True, False or 'auto', got {amp!r}.")
+        check_amp(amp)
         self.tile_size = tile_size
         self.patch_size = patch_size
         self.pad_mode = pad_mode
@@ -337,7 +336,7 @@ class DenseInferer(Inferer):
         net.eval().to(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
         try:
             device = next(net.parameters()).device
-            amp = fast_bfloat16(device) if self.amp == "auto" else bool(self.amp)
+            amp = use_bfloat16(self.amp, device)
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 return body(bar)
         finally:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import epsseg_monai.inferers.autocast as autocast
+import epsseg_monai.utils as utils
 from epsseg_monai.inferers import AutocastInferer
 from epsseg_monai.networks import EpsSegHVAE
 
@@ -56,7 +57,7 @@ def test_enabled_computes_in_bfloat16_returns_float32_and_backpropagates():
 
 def test_auto_follows_the_device_capability(monkeypatch):
     for capable in (True, False):
-        monkeypatch.setattr(autocast, "fast_bfloat16", lambda device, c=capable: c)
+        monkeypatch.setattr(utils, "fast_bfloat16", lambda device, c=capable: c)
         assert AutocastInferer("auto").enabled("cpu") is capable
 
 

@@ -369,14 +369,14 @@ def test_other_networks_are_refused() -> None:
 
 def test_amp_auto_follows_the_device(net2d: EpsSegHVAE, monkeypatch: pytest.MonkeyPatch) -> None:
     """``amp="auto"`` computes in bfloat16 exactly when the device has native bfloat16, float32 otherwise."""
-    import epsseg_monai.inferers.dense as dense
+    import epsseg_monai.utils as utils
 
     x = images((24, 20), batch=1, seed=12)
     fp32 = DenseInferer(amp=False).logits(x, net2d)
     bf16 = DenseInferer(amp=True).logits(x, net2d)
     assert (fp32 - bf16).abs().max() > 1e-4  # the two precisions are distinguishable
     for fast, expected in ((True, bf16), (False, fp32)):
-        monkeypatch.setattr(dense, "fast_bfloat16", lambda device, fast=fast: fast)
+        monkeypatch.setattr(utils, "fast_bfloat16", lambda device, fast=fast: fast)
         torch.testing.assert_close(DenseInferer(amp="auto").logits(x, net2d), expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="amp"):
         DenseInferer(amp="yes")
