@@ -6,7 +6,8 @@ splits in ``benchmarks/baselines/data.py``) every method trains on the sparse tr
 every pixel of the held-out images, and is scored with per-class Dice against the dense labels (counts summed
 over the held-out images). Methods:
 
-* ``epsseg``: the bundle (``bundle/configs/train.json`` + a preset from ``bundle/configs/presets/``), trained
+* ``epsseg``: the bundle (``bundle/configs/train.json`` + a preset from ``bundle/configs/presets/``, or with
+  ``--preset path/to/variant.json`` any preset file, to compare a variant such as ``{"num_levels": 2}``), trained
   through ``python -m monai.bundle run training`` in a subprocess with ``--time_limit`` set to the budget,
   then predicted with :class:`~epsseg_monai.inferers.DenseInferer` from the best checkpoint.
 * ``epsseg_phase1``: with ``--semi_supervised_epochs N``, the bundle also runs the semi-supervised second
@@ -25,7 +26,7 @@ Usage (from the repository root)::
     python benchmarks/accuracy.py [--data_root ../shared/data] [--budget 1800] [--threads 2] \\
         [--datasets vnc:sparse_0.05pct vnc:sparse_0.005pct nih3t3:sparse_0.05pct] \\
         [--methods epsseg forest unet_sparse unet_dense] [--output_dir runs/accuracy] \\
-        [--epsseg_budget 1200 --semi_supervised_epochs 8] [--reuse_epsseg]
+        [--epsseg_budget 1200 --semi_supervised_epochs 8] [--preset cpu | VARIANT.json] [--reuse_epsseg]
 
 Prints one table per dataset (per-class and mean Dice, training and prediction seconds per method), writes
 ``results.json`` and a figure ``figure_<dataset>.png`` (raw | ground truth | ε-Seg | U-Net | forest on a
@@ -71,6 +72,16 @@ def write_bundle_dataset(ds: BenchmarkDataset, root: Path) -> Path:
     return root
 
 
+def preset_path(preset: str) -> Path:
+    """A preset name in ``bundle/configs/presets/`` (``cpu``) or the path of a JSON file (a variant to compare)."""
+    path = Path(preset) if preset.endswith(".json") else REPO / "bundle" / "configs" / "presets" / f"{preset}.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ε-Seg preset {path} not found; give a name in bundle/configs/presets/ or the path of a .json file."
+        )
+    return path.resolve()
+
+
 def preset_values(preset: Path) -> dict:
     return json.loads(preset.read_text())
 
@@ -86,7 +97,7 @@ def run_epsseg(
     """
     model_dir = work / "models"
     timing = work / "train_seconds.json"
-    preset = REPO / "bundle" / "configs" / "presets" / f"{args.preset}.json"
+    preset = preset_path(args.preset)
     configs = [str(REPO / "bundle" / "configs" / "train.json"), str(preset)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
     cmd += ["--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(work / "data"), "--model_dir", str(model_dir)]
@@ -206,7 +217,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), help="name:density entries")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--budget", type=float, default=1800.0, help="training seconds per trained method")
-    parser.add_argument("--preset", default="cpu", help="ε-Seg preset in bundle/configs/presets/")
+    parser.add_argument(
+        "--preset", default="cpu", help="ε-Seg preset: a name in bundle/configs/presets/ or a .json path"
+    )
     parser.add_argument("--epsseg_budget", type=float, default=None, help="ε-Seg phase-1 seconds (default: --budget)")
     parser.add_argument(
         "--semi_supervised_epochs",

@@ -266,3 +266,17 @@ def test_train_step_benchmark_times_both_precisions_side_by_side() -> None:
     assert "float32:" in out.stdout and "bfloat16:" in out.stdout
     ratio = float(out.stdout.split("bfloat16 / float32 speed: ")[1].split("x")[0])
     assert ratio > 0
+
+
+def test_accuracy_preset_by_name_or_path(tmp_path: Path) -> None:
+    """``--preset`` takes a shipped preset's name or the path of a variant's JSON file; a missing one is named."""
+    from benchmarks.accuracy import preset_path, preset_values
+
+    assert preset_path("cpu").parent.name == "presets" and preset_values(preset_path("cpu"))["num_levels"] >= 1
+    variant = tmp_path / "variant.json"
+    variant.write_text('{"num_levels": 2}')
+    assert preset_values(preset_path(str(variant))) == {"num_levels": 2}
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        preset_path(str(tmp_path / "nope.json"))
+    with pytest.raises(FileNotFoundError, match="no_such_preset"):
+        preset_path("no_such_preset")
