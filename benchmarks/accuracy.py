@@ -17,6 +17,8 @@ over the held-out images). Methods:
   rotations and flips; 8x the prediction time; the bundle's ``--tta true``).
 * ``epsseg_prior``: the same ε-Seg predictions after ``AdjustClassPriors`` (``epsseg_monai.transforms``:
   EM re-estimation of each test image's class frequencies; no labels used).
+* ``epsseg_tta_prior``: both, as the bundle's ``--tta true --adjust_priors true`` (the prior adjustment of the
+  test-time-augmented probabilities).
 * ``forest``: ``benchmarks/baselines/forest.py`` (scikit-learn, 100 trees, ilastik-style filter features).
 * ``unet_sparse`` / ``unet_dense``: ``benchmarks/baselines/unet.py`` (MONAI UNet, masked cross-entropy /
   dense labels) with the same wall-clock budget.
@@ -92,8 +94,9 @@ def run_epsseg(
     """Train (or with ``--reuse_epsseg`` reload) and predict.
 
     Returns label maps of the final model (``epsseg``), with test-time augmentation (``epsseg_tta``), with
-    prior adjustment (``epsseg_prior``) and, when the semi-supervised phase ran, of the phase-1 model it
-    started from (``epsseg_phase1``); training seconds (both phases); prediction seconds per image of each.
+    prior adjustment (``epsseg_prior``), with both (``epsseg_tta_prior``) and, when the semi-supervised phase
+    ran, of the phase-1 model it started from (``epsseg_phase1``); training seconds (both phases); prediction
+    seconds per image of each.
     """
     model_dir = work / "models"
     timing = work / "train_seconds.json"
@@ -148,7 +151,7 @@ def run_epsseg(
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"] if "model" in state else state)
         net.eval()
-        preds, adjusted, augmented = [], [], []
+        preds, adjusted, augmented, augmented_adjusted = [], [], [], []
         t_plain = t_tta = 0.0
         for image in ds.test_images:
             x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
@@ -160,13 +163,16 @@ def run_epsseg(
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
                 t = time.perf_counter()
-                augmented.append(tta(x, net)[0].argmax(0).numpy().astype(np.int64) + 1)
+                tta_probs = tta(x, net)[0]
                 t_tta += time.perf_counter() - t
+                augmented.append(tta_probs.argmax(0).numpy().astype(np.int64) + 1)
+                augmented_adjusted.append(adjust(tta_probs).argmax(0).numpy().astype(np.int64) + 1)
         outcomes[key] = preds
         pred_s[key] = t_plain / len(ds.test_images)
         if key == "epsseg":
             outcomes["epsseg_tta"], pred_s["epsseg_tta"] = augmented, t_tta / len(ds.test_images)
             outcomes["epsseg_prior"], pred_s["epsseg_prior"] = adjusted, pred_s[key]
+            outcomes["epsseg_tta_prior"], pred_s["epsseg_tta_prior"] = augmented_adjusted, pred_s["epsseg_tta"]
     return outcomes, train_s, pred_s
 
 

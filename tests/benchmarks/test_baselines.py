@@ -280,3 +280,45 @@ def test_accuracy_preset_by_name_or_path(tmp_path: Path) -> None:
         preset_path(str(tmp_path / "nope.json"))
     with pytest.raises(FileNotFoundError, match="no_such_preset"):
         preset_path("no_such_preset")
+
+
+def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
+    """``run_epsseg`` trains the bundle with a preset file and predicts every ε-Seg row, TTA + prior included."""
+    import argparse
+    import json
+
+    from benchmarks.accuracy import run_epsseg
+    from benchmarks.baselines.data import BenchmarkDataset
+    from epsseg_monai.inferers import DenseInferer, DihedralInferer
+    from epsseg_monai.networks import EpsSegHVAE
+    from epsseg_monai.transforms import AdjustClassPriors
+
+    pairs = [disks(seed, size=48, count=3) for seed in range(4)]
+    images = np.stack([p[0] for p in pairs])
+    dense = np.stack([p[1] for p in pairs])
+    sparse = np.stack([clicks(d, per_class=12, seed=i) for i, d in enumerate(dense[:3])])
+    ds = BenchmarkDataset("toy", ("background", "disk"), images[:3], sparse, dense[:3], images[3:], dense[3:],
+                          ["0", "1", "2"], ["3"])  # fmt: skip
+    tiny = {"num_levels": 2, "num_filters": 8, "num_blocks": 1, "latent_channels": 4, "patch_size": 16,
+            "head_window": 4, "batch_size": 4, "epochs": 2, "epoch_length": 2, "val_mode": "patch"}  # fmt: skip
+    preset = tmp_path / "tiny.json"
+    preset.write_text(json.dumps(tiny))
+    args = argparse.Namespace(preset=str(preset), budget=60.0, epsseg_budget=None, semi_supervised_epochs=0,
+                              threads=1, reuse_epsseg=False)  # fmt: skip
+    work = tmp_path / "work"
+    outcomes, train_s, pred_s = run_epsseg(ds, args, work)
+    assert set(outcomes) == set(pred_s) == {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior"}
+    assert train_s > 0 and pred_s["epsseg_tta_prior"] == pred_s["epsseg_tta"]
+    for labels in outcomes.values():
+        assert len(labels) == 1 and labels[0].shape == (48, 48) and set(np.unique(labels[0])) <= {1, 2}
+
+    # the TTA + prior row is the prior adjustment of the TTA probabilities of the trained model
+    net = EpsSegHVAE(2, 1, 2, **{k: tiny[k] for k in ("num_levels", "num_filters", "num_blocks", "latent_channels",
+                                                     "patch_size", "head_window")})  # fmt: skip
+    state = torch.load(work / "models" / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state["model"] if "model" in state else state)
+    stats = json.loads((work / "models" / "intensity_stats.json").read_text())
+    x = torch.from_numpy((images[3] - stats["mean"][0]) / stats["std"][0]).float()[None, None]
+    probs = DihedralInferer(DenseInferer(16))(x, net.eval())[0]
+    np.testing.assert_array_equal(outcomes["epsseg_tta_prior"][0], AdjustClassPriors()(probs).argmax(0).numpy() + 1)
+    np.testing.assert_array_equal(outcomes["epsseg_tta"][0], probs.argmax(0).numpy() + 1)
