@@ -108,6 +108,7 @@ def run_epsseg(
     phase1_budget = args.budget if args.epsseg_budget is None else args.epsseg_budget
     cmd += ["--class_names", json.dumps(list(ds.class_names)), "--time_limit", str(int(phase1_budget))]
     cmd += ["--num_threads", str(args.threads), "--semi_supervised_epochs", str(args.semi_supervised_epochs)]
+    cmd += ["--seed", str(args.seed)]  # the bundle's set_determinism seed (0 by default, as the bundle's)
     if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
         if not timing.exists():
             raise FileNotFoundError(f"--reuse_epsseg: {timing} not found; run once without --reuse_epsseg to train.")
@@ -234,7 +235,7 @@ def main() -> None:
         help="ε-Seg semi-supervised epochs after phase 1 (adds the phase-1 model as row epsseg_phase1)",
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of ε-Seg's training and of the U-Nets")
     parser.add_argument("--output_dir", default="runs/accuracy")
     parser.add_argument(
         "--reuse_epsseg", action="store_true", help="reuse ε-Seg weights trained by an earlier run in --output_dir"

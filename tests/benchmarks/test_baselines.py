@@ -304,11 +304,12 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
     preset = tmp_path / "tiny.json"
     preset.write_text(json.dumps(tiny))
     args = argparse.Namespace(preset=str(preset), budget=60.0, epsseg_budget=None, semi_supervised_epochs=0,
-                              threads=1, reuse_epsseg=False)  # fmt: skip
+                              threads=1, seed=3, reuse_epsseg=False)  # fmt: skip
     work = tmp_path / "work"
     outcomes, train_s, pred_s = run_epsseg(ds, args, work)
     assert set(outcomes) == set(pred_s) == {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior"}
     assert train_s > 0 and pred_s["epsseg_tta_prior"] == pred_s["epsseg_tta"]
+    assert "> seed: 3" in (work / "train.log").read_text()  # the bundle trained with the benchmark's seed
     for labels in outcomes.values():
         assert len(labels) == 1 and labels[0].shape == (48, 48) and set(np.unique(labels[0])) <= {1, 2}
 
