@@ -10,7 +10,7 @@ import torch
 from monai.inferers import Inferer
 from monai.utils import ensure_tuple_rep
 
-from ..utils import center_index
+from ..utils import center_index, check_amp, use_bfloat16
 
 __all__ = ["PatchCenterInferer"]
 
@@ -35,6 +35,9 @@ class PatchCenterInferer(Inferer):
         num_pixels: predict only this many random pixels per image (``None``: all).
         seed: seed of the random subset.
         progress: show a ``tqdm`` progress bar.
+        amp: run the network in bfloat16 (``torch.autocast``; probabilities stay float32): ``True``,
+            ``False`` or ``"auto"`` (bfloat16 where the device computes it natively, see
+            :func:`~epsseg_monai.utils.fast_bfloat16`), as :class:`~epsseg_monai.inferers.DenseInferer`.
     """
 
     def __init__(
@@ -45,8 +48,10 @@ class PatchCenterInferer(Inferer):
         num_pixels: int | None = None,
         seed: int = 0,
         progress: bool = False,
+        amp: bool | str = False,
     ) -> None:
         super().__init__()
+        check_amp(amp)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
         self.patch_size = patch_size
@@ -55,6 +60,7 @@ class PatchCenterInferer(Inferer):
         self.num_pixels = num_pixels
         self.seed = seed
         self.progress = progress
+        self.amp = amp
 
     def predict_points(
         self, image: torch.Tensor, network: Callable[..., torch.Tensor], coords: torch.Tensor | np.ndarray
@@ -77,6 +83,7 @@ class PatchCenterInferer(Inferer):
         padded = padded.to(image.device)
         offsets = [torch.arange(p, device=image.device) for p in patch]
         outputs = []
+        amp = use_bfloat16(self.amp, image.device)
         batches = range(0, len(coords), self.batch_size)
         if self.progress:
             from tqdm.auto import tqdm
@@ -91,7 +98,8 @@ class PatchCenterInferer(Inferer):
                 shape[axis + 1] = patch[axis]
                 index.append(c[:, axis].view(-1, *[1] * dims) + offsets[axis].view(shape))
             patches = padded[(slice(None), *index)].movedim(0, 1)  # (N, C, *patch)
-            logits = network(patches.contiguous())
+            with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = network(patches.contiguous())
             if isinstance(logits, dict) or logits.ndim != 2:
                 raise ValueError(
                     "PatchCenterInferer needs a network returning (B, num_classes) logits; put it in eval mode."

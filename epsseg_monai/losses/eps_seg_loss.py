@@ -98,7 +98,7 @@ class EpsSegLoss(_Loss):
         Args:
             outputs: the dict of :meth:`EpsSegHVAE.forward_train` (``logits``, ``reconstruction``, ``mu``,
                 ``logvar``, ``prior_mu``, ``prior_logvar``).
-            target: the unmasked image patches, shape of ``outputs["reconstruction"]``.
+            target: the unmasked image patches (the reconstruction is their shape or a centre crop of it).
             labels: class id ``1..C`` of each patch's centre, ``0`` = unlabelled, shape ``(B,)``.
             mask: optional inpainting region (default: centre of side ``mask_size``).
 

@@ -6,7 +6,7 @@ import torch
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
-from epsseg_monai.utils import center_region_mask
+from epsseg_monai.utils import center_region_mask, center_region_slices
 
 __all__ = ["InpaintingLoss"]
 
@@ -16,6 +16,9 @@ class InpaintingLoss(_Loss):
 
     This is the negative log-likelihood (up to a constant) of a fixed unit-variance Gaussian, restricted
     to the region the network could not see. Voxels outside the region do not affect the loss.
+
+    The reconstruction may be a centre crop of the patch (``EpsSegHVAE(reconstruct_center=...)``): ``target``
+    and ``mask`` are then cropped to its centre, which must still hold the whole masked region.
 
     Args:
         mask_size: side of the centre region (see :class:`~epsseg_monai.transforms.CenterRegionMask`);
@@ -32,29 +35,47 @@ class InpaintingLoss(_Loss):
     def forward(self, input: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """
         Args:
-            input: reconstruction, shape BCH[WD].
-            target: the unmasked image, same shape.
-            mask: optional boolean region, broadcastable to BCH[WD] with a batch dimension of 1 or B
+            input: reconstruction, shape BCH[WD]: the whole patch or a centre crop of it.
+            target: the unmasked image, shape BCH[WD] of the whole patch.
+            mask: optional boolean region, broadcastable to ``target`` with a batch dimension of 1 or B
                 (e.g. B1H[WD]); default: the centre region of side ``mask_size``.
 
         Raises:
-            ValueError: when shapes do not match or the region is empty for some sample.
+            ValueError: when shapes do not match, the region is empty for some sample, or it reaches outside
+                a cropped reconstruction.
         """
-        if input.shape != target.shape:
-            raise ValueError(
-                f"input and target must have the same shape, got {tuple(input.shape)} and {tuple(target.shape)}."
-            )
         if input.ndim < 3:
             raise ValueError(f"Expected BCH[WD] tensors, got shape {tuple(input.shape)}.")
+        if (
+            input.shape[:2] != target.shape[:2]
+            or input.ndim != target.ndim
+            or any(i > t or (t - i) % 2 for i, t in zip(input.shape[2:], target.shape[2:]))
+        ):
+            raise ValueError(
+                f"input must have the shape of target or of a centre crop of it, got {tuple(input.shape)} and "
+                f"{tuple(target.shape)}."
+            )
         if mask is None:
-            mask = center_region_mask(input.shape[2:], self.mask_size, device=input.device)[None, None]
+            mask = center_region_mask(target.shape[2:], self.mask_size, device=input.device)[None, None]
         else:
-            if mask.ndim != input.ndim or mask.shape[0] not in (1, input.shape[0]) or mask.shape[2:] != input.shape[2:]:
+            if (
+                mask.ndim != target.ndim
+                or mask.shape[0] not in (1, target.shape[0])
+                or mask.shape[2:] != target.shape[2:]
+            ):
                 raise ValueError(
-                    f"mask of shape {tuple(mask.shape)} does not match input of shape {tuple(input.shape)}; "
+                    f"mask of shape {tuple(mask.shape)} does not match target of shape {tuple(target.shape)}; "
                     "expected B1H[WD] or 11H[WD]."
                 )
             mask = mask.to(device=input.device, dtype=torch.bool)
+        if input.shape[2:] != target.shape[2:]:
+            crop = (slice(None), slice(None)) + center_region_slices(target.shape[2:], input.shape[2:])
+            if int(mask[crop].sum()) != int(mask.sum()):
+                raise ValueError(
+                    f"The inpainting mask reaches outside the reconstructed centre region {tuple(input.shape[2:])}; "
+                    "set the network's reconstruct_center to at least the mask's side (or None)."
+                )
+            target, mask = target[crop], mask[crop]
         weight = mask.expand_as(input).to(input.dtype)
         count = weight.flatten(1).sum(1)
         if bool((count == 0).any()):

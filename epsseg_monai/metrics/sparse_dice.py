@@ -69,8 +69,12 @@ class SparseDiceMetric(CumulativeIterationMetric):
             raise ValueError(f"y_pred must be (B, {self.num_classes}, *spatial), got {tuple(y_pred.shape)}.")
         if y.shape[0] != y_pred.shape[0] or y.shape[1] != 1 or y.shape[2:] != y_pred.shape[2:]:
             raise ValueError(f"y must be (B, 1, *spatial) matching y_pred {tuple(y_pred.shape)}, got {tuple(y.shape)}.")
-        pred = labels_from_probabilities(y_pred, dim=1)
-        return torch.stack([dice_counts(p, t[0], self.num_classes) for p, t in zip(pred, y)])
+        counts = []
+        for probs, labels in zip(y_pred, y):
+            labelled = labels[0] > 0  # only labelled pixels count: skip the argmax elsewhere
+            pred = labels_from_probabilities(probs[:, labelled], dim=0)
+            counts.append(dice_counts(pred, labels[0][labelled], self.num_classes))
+        return torch.stack(counts)
 
     def aggregate(self, reduction: str | None = None) -> torch.Tensor:  # type: ignore[override]
         data = self.get_buffer()

@@ -163,3 +163,22 @@ def test_training_mode_network_is_refused() -> None:
 def test_bad_batch_size() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         PatchCenterInferer(16, batch_size=0)
+
+
+def test_amp_bfloat16_close_to_float32_and_auto_follows_the_device(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    import epsseg_monai.utils as utils
+
+    net, imgs, expected, patch = setup
+    with torch.no_grad():
+        bf16 = PatchCenterInferer(patch, batch_size=64, amp=True)(imgs, net)
+    assert bf16.dtype == torch.float32
+    assert (bf16 - expected).abs().max() > 1e-5  # computed in another precision
+    torch.testing.assert_close(bf16, expected, rtol=0, atol=0.05)
+    torch.testing.assert_close(bf16.sum(1), torch.ones_like(bf16[:, 0]))
+    for fast, want in ((True, bf16), (False, expected)):
+        monkeypatch.setattr(utils, "fast_bfloat16", lambda device, fast=fast: fast)
+        with torch.no_grad():
+            auto = PatchCenterInferer(patch, batch_size=64, amp="auto")(imgs, net)
+        torch.testing.assert_close(auto, want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="amp"):
+        PatchCenterInferer(patch, amp="yes")

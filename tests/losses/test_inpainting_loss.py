@@ -50,8 +50,12 @@ def test_explicit_mask_and_gradient():
 
 def test_errors():
     loss = InpaintingLoss()
-    with pytest.raises(ValueError, match="same shape"):
-        loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))
+    with pytest.raises(ValueError, match="centre crop"):
+        loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 5))  # odd difference: no common centre
+    with pytest.raises(ValueError, match="centre crop"):
+        loss(torch.zeros(1, 1, 6, 6), torch.zeros(1, 1, 4, 4))  # larger than the target
+    with pytest.raises(ValueError, match="centre crop"):
+        loss(torch.zeros(2, 1, 4, 4), torch.zeros(1, 1, 4, 4))
     with pytest.raises(ValueError, match="BCH"):
         loss(torch.zeros(4, 4), torch.zeros(4, 4))
     with pytest.raises(ValueError, match="does not match"):
@@ -60,3 +64,33 @@ def test_errors():
         loss(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4, dtype=torch.bool))
     with pytest.raises(ValueError):
         InpaintingLoss(reduction="median")
+
+
+@pytest.mark.parametrize("spatial", [2, 3])
+def test_centre_crop_reconstruction_equals_whole_patch(spatial):
+    """A reconstruction cropped to the centre gives the loss of the whole one; gradients reach the crop."""
+    torch.manual_seed(0)
+    target = torch.randn((3, 1) + (10,) * spatial)
+    full = torch.randn_like(target)
+    crop = (slice(None), slice(None)) + (slice(3, 7),) * spatial
+    part = full[crop].clone().requires_grad_(True)
+    for mask_size in (1, 3):
+        loss = InpaintingLoss(mask_size=mask_size)
+        torch.testing.assert_close(loss(part, target), loss(full, target))
+    mask = torch.zeros((3, 1) + (10,) * spatial, dtype=torch.bool)
+    mask[(0, 0) + (5,) * spatial] = True
+    mask[(slice(1, 3), 0) + (slice(4, 6),) * spatial] = True
+    value = InpaintingLoss(reduction="none")(part, target, mask)
+    torch.testing.assert_close(value, InpaintingLoss(reduction="none")(full, target, mask))
+    value.sum().backward()
+    assert int((part.grad != 0).sum()) == 1 + 2 * 2**spatial
+
+
+def test_mask_outside_the_cropped_reconstruction_is_an_error():
+    target = torch.zeros(1, 1, 10, 10)
+    with pytest.raises(ValueError, match="reconstruct_center"):
+        InpaintingLoss(mask_size=6)(torch.zeros(1, 1, 4, 4), target)
+    mask = torch.zeros(1, 1, 10, 10, dtype=torch.bool)
+    mask[0, 0, 0, 0] = True
+    with pytest.raises(ValueError, match="reconstruct_center"):
+        InpaintingLoss()(torch.zeros(1, 1, 4, 4), target, mask)

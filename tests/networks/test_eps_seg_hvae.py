@@ -55,10 +55,11 @@ def test_eval_accepts_larger_inputs_and_reads_centre():
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
-def test_gradients_reach_every_trainable_parameter(spatial_dims):
+@pytest.mark.parametrize("reconstruct_center", [None, 1])
+def test_gradients_reach_every_trainable_parameter(spatial_dims, reconstruct_center):
     from epsseg_monai.losses import EpsSegLoss
 
-    net = tiny_net(spatial_dims).train()
+    net = tiny_net(spatial_dims, reconstruct_center=reconstruct_center).train()
     x = torch.randn((4, 1) + (net.patch_size,) * spatial_dims)
     terms = EpsSegLoss()(net(x), x, torch.tensor([1, 2, 3, 4]))
     terms["loss"].backward()
@@ -67,6 +68,51 @@ def test_gradients_reach_every_trainable_parameter(spatial_dims):
     ]
     assert not missing
     assert all(p.grad.abs().sum() > 0 for n, p in net.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize(
+    "spatial_dims, kwargs",
+    [
+        (2, {"patch_size": 64, "head_window": 8, "num_blocks": 2, "reconstruct_center": 1}),
+        (2, {"patch_size": 64, "head_window": 8, "num_blocks": 3, "num_final_blocks": 1, "reconstruct_center": 3}),
+        (2, {"patch_size": 32, "num_levels": 1, "head_window": 4, "num_blocks": 2, "reconstruct_center": 1}),
+        (3, {"patch_size": 32, "num_levels": 2, "num_blocks": 1, "reconstruct_center": 1}),
+    ],
+)
+def test_reconstruct_center_equals_whole_patch_reconstruction(spatial_dims, kwargs):
+    """In eval mode the centre-only decoder gives exactly the whole-patch reconstruction on the inpainted centre."""
+    from epsseg_monai.utils import center_region_slices
+
+    torch.manual_seed(0)
+    crop = tiny_net(spatial_dims, **kwargs).eval()
+    whole = tiny_net(spatial_dims, **{**kwargs, "reconstruct_center": None}).eval()
+    whole.load_state_dict(crop.state_dict())
+    size, m = crop.patch_size, kwargs["reconstruct_center"]
+    x = torch.randn((2, 1) + (size,) * spatial_dims)
+    out_crop, out_whole = crop.forward_train(x), whole.forward_train(x)
+    side = crop.reconstruction_size(size)
+    assert side < size and (size - side) % 2 == 0
+    assert out_crop["reconstruction"].shape == (2, 1) + (side,) * spatial_dims
+    assert out_whole["reconstruction"].shape == x.shape
+
+    def centre(t):
+        return t[(slice(None), slice(None)) + center_region_slices(t.shape[2:], m)]
+
+    torch.testing.assert_close(centre(out_crop["reconstruction"]), centre(out_whole["reconstruction"]))
+    torch.testing.assert_close(out_crop["logits"], out_whole["logits"])
+    for a, b in zip(out_crop["mu"], out_whole["mu"]):
+        torch.testing.assert_close(a, b)
+    # the margin is needed: a decoder crop without it changes the centre
+    crop._decoder_radius = 0
+    assert not torch.allclose(centre(crop.forward_train(x)["reconstruction"]), centre(out_whole["reconstruction"]))
+
+
+def test_reconstruction_size():
+    net = EpsSegHVAE(2, 1, 4, num_filters=8, num_blocks=2, reconstruct_center=1)
+    assert net.reconstruction_size(64) == 12  # 1 + 2 * (2 blocks x 2 convs + output conv), even like 64
+    assert net.reconstruction_size(65) == 11
+    assert net.reconstruction_size(8) == 8
+    assert EpsSegHVAE(2, 1, 4, num_filters=8, num_blocks=2).reconstruction_size(64) == 64
 
 
 def test_training_samples_latents():
@@ -92,6 +138,8 @@ def test_learnable_prior_is_trained():
         ({"patch_size": 30}, "divisible"),
         ({"patch_size": 16, "head_window": 4}, "smaller than"),
         ({"num_classes": 9}, "latent_channels"),
+        ({"reconstruct_center": 0}, "reconstruct_center"),
+        ({"reconstruct_center": 33}, "reconstruct_center"),
     ],
 )
 def test_constructor_errors(kwargs, match):

@@ -43,6 +43,8 @@ class EpsSegHVAE(nn.Module):
     posterior ``q(z_l|x, z_>l)`` from the merge of top-down and bottom-up features (analytic KL). The
     decoder ends at full resolution with a 3x3 conv to the image channels (mean of a fixed-variance Gaussian
     likelihood). The :class:`SegmentationHead` reads the centre window of the top-level posterior means.
+    With ``reconstruct_center`` the last top-down level and the decoder run only on the centre of the patch
+    that the inpainting loss reads (plus their receptive margin), see :meth:`reconstruction_size`.
 
     In training mode ``forward`` returns a dict with everything :class:`~epsseg_monai.losses.EpsSegLoss`
     needs; in eval mode it returns the class logits ``(B, C)`` of each patch's centre pixel as a plain
@@ -67,6 +69,14 @@ class EpsSegHVAE(nn.Module):
         num_final_blocks: residual blocks at full resolution before the output conv (default: ``num_blocks``).
         act: activation of the residual blocks (ELU).
         norm: normalisation of the residual blocks (batch norm) or ``None``.
+        reconstruct_center: side of the centre region whose reconstruction is needed (the inpainting mask's
+            ``mask_size``), or ``None`` to reconstruct the whole patch (the reference). The inpainting loss reads
+            only that region, so computing the full-resolution decoder elsewhere is wasted: with a value the
+            last top-down level and the decoder run on the centre ``reconstruction_size`` region (the region
+            plus the decoder's receptive margin) and ``reconstruction`` is that centre crop. In eval mode its
+            centre ``reconstruct_center`` region equals the full reconstruction's; in training mode batch norm
+            then takes its statistics from the cropped region. Latents, KL, contrastive loss and head are
+            unchanged.
     """
 
     def __init__(
@@ -87,6 +97,7 @@ class EpsSegHVAE(nn.Module):
         num_final_blocks: int | None = None,
         act: str = "elu",
         norm: str | None = "batch",
+        reconstruct_center: int | None = None,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -100,6 +111,10 @@ class EpsSegHVAE(nn.Module):
             raise ValueError(
                 f"The top latent map of a {patch_size} px patch is {patch_size // factor} px, smaller than "
                 f"head_window={head_window}; use a larger patch, fewer levels or a smaller window."
+            )
+        if reconstruct_center is not None and not 1 <= reconstruct_center <= patch_size:
+            raise ValueError(
+                f"reconstruct_center must be None or in [1, patch_size={patch_size}], got {reconstruct_center}."
             )
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -151,6 +166,11 @@ class EpsSegHVAE(nn.Module):
             for _ in range(num_levels)
         )
         final = num_blocks if num_final_blocks is None else num_final_blocks
+        self.reconstruct_center = reconstruct_center
+        # Receptive radii (in pixels of their own resolution) of the last top-down level's residual blocks
+        # (two 3x3 convolutions each) and of the decoder (its blocks and the output 3x3 convolution).
+        self._top_down_radius = 2 * num_blocks
+        self._decoder_radius = 2 * final + 1
         self.decoder_out = nn.Sequential(*blocks(final), conv(num_filters, in_channels, kernel_size=3, padding=1))
         self.head = SegmentationHead(spatial_dims, latent_channels, num_classes, head_window, head_hidden)
 
@@ -165,6 +185,38 @@ class EpsSegHVAE(nn.Module):
             raise ValueError(
                 f"Training patches must have sides divisible by {self.downsampling_factor}, got {tuple(x.shape[2:])}."
             )
+
+    def reconstruction_size(self, size: int) -> int:
+        """Side of the reconstruction along an axis of ``size`` pixels (``size`` without ``reconstruct_center``).
+
+        The centre ``reconstruct_center`` region plus the decoder's receptive margin on each side, with the
+        parity of ``size`` so that both share the centre pixel ``size // 2``; never more than ``size``.
+        """
+        if self.reconstruct_center is None:
+            return size
+        side = self.reconstruct_center + 2 * self._decoder_radius
+        side += (size - side) % 2
+        return min(side, size)
+
+    def _top_down_bottom(self, h: torch.Tensor) -> torch.Tensor:
+        """The last top-down level (half resolution to full) and the decoder, on the needed centre only."""
+        if self.reconstruct_center is None:
+            return self.decoder_out(self.top_down[0](h))
+        half_sizes = h.shape[2:]
+        sizes = [2 * s for s in half_sizes]
+        out_sizes = [self.reconstruction_size(s) for s in sizes]
+        # Half-resolution window centred on the patch centre, wide enough that the transposed convolution's
+        # output is exact on the decoder's input region: its blocks' radius, one pixel of the upsampling,
+        # one of rounding, on each side.
+        half_slices, full_slices = [], []
+        for half, size, out in zip(half_sizes, sizes, out_sizes):
+            reach = -(-out // 4) + self._top_down_radius + 2
+            start, stop = max(0, half // 2 - reach), min(half, half // 2 + reach)
+            half_slices.append(slice(start, stop))
+            offset = size // 2 - out // 2 - 2 * start  # decoder input start, in the upsampled window
+            full_slices.append(slice(offset, offset + out))
+        h = self.top_down[0](h[(slice(None), slice(None), *half_slices)])
+        return self.decoder_out(h[(slice(None), slice(None), *full_slices)])
 
     def _sample(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -204,15 +256,16 @@ class EpsSegHVAE(nn.Module):
         z = self._sample(mu, logvar)
         gmm_mu, gmm_logvar = self.prior()
         levels = [(mu, logvar, z, gmm_mu, gmm_logvar)]
-        h = self.top_down[-1](self.from_latent[-1](z))
+        h = self.from_latent[-1](z)
         for level in reversed(range(self.num_levels - 1)):
+            h = self.top_down[level + 1](h)
             p_mu, p_logvar = self.priors[level](h)
             mu, logvar = self.posteriors[level](self.merges[level](torch.cat([h, features[level]], dim=1)))
             z = self._sample(mu, logvar)
             levels.append((mu, logvar, z, p_mu, p_logvar))
-            h = self.top_down[level](h + self.from_latent[level](z))
+            h = h + self.from_latent[level](z)
         per_key = {key: list(values[::-1]) for key, values in zip(LEVEL_KEYS, zip(*levels))}
-        return {"logits": self.head(per_key["mu"][-1]), "reconstruction": self.decoder_out(h), **per_key}
+        return {"logits": self.head(per_key["mu"][-1]), "reconstruction": self._top_down_bottom(h), **per_key}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
         """Training mode: the dict of :meth:`forward_train`. Eval mode: centre-pixel class logits ``(B, C)``."""
