@@ -190,7 +190,8 @@ class EpsSegHVAE(nn.Module):
         """Side of the reconstruction along an axis of ``size`` pixels (``size`` without ``reconstruct_center``).
 
         The centre ``reconstruct_center`` region plus the decoder's receptive margin on each side, with the
-        parity of ``size`` so that both share the centre pixel ``size // 2``; never more than ``size``.
+        parity of ``size``, so that the crop is symmetric about the centre pixel ``size // 2``; never more than
+        ``size``.
         """
         if self.reconstruct_center is None:
             return size
