@@ -3,8 +3,9 @@ bfloat16 autocast for training."""
 
 from __future__ import annotations
 
+from ..networks.blocks.receptive_field import receptive_field_radius  # kept here too: earlier releases had it here
 from .autocast import AutocastInferer
-from .dense import DenseInferer, class_entropy, receptive_field_radius
+from .dense import DenseInferer, class_entropy
 from .dihedral import DihedralInferer, dihedral_transforms
 from .patch_center import PatchCenterInferer
 

@@ -42,25 +42,10 @@ from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
 from ..networks.blocks.blur_pool import BlurPool
+from ..networks.blocks.receptive_field import receptive_field_radius
 from ..utils import center_index, center_region_slices, check_amp, use_bfloat16
 
-__all__ = ["DenseInferer", "receptive_field_radius", "class_entropy"]
-
-
-def receptive_field_radius(module: nn.Module) -> int:
-    """Receptive-field radius (in input voxels) of a feed-forward stack of convolutions at stride 1.
-
-    Sums ``dilation * (kernel - 1) // 2`` over the convolutions of ``module`` (and 1 per
-    :class:`BlurPool`), which is exact for sequential stacks and residual blocks; stride-2 layers are
-    accounted for by the caller.
-    """
-    radius = 0
-    for m in module.modules():
-        if isinstance(m, nn.modules.conv._ConvNd):
-            radius += max((k - 1) // 2 * d for k, d in zip(m.kernel_size, m.dilation))
-        elif isinstance(m, BlurPool):
-            radius += 1
-    return radius
+__all__ = ["DenseInferer", "class_entropy"]
 
 
 def class_entropy(probs: torch.Tensor, dim: int = 1, normalize: bool = True) -> torch.Tensor:

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from epsseg_monai.inferers import DenseInferer, PatchCenterInferer, class_entropy, receptive_field_radius
+from epsseg_monai.inferers import DenseInferer, PatchCenterInferer, class_entropy
 from epsseg_monai.networks import EpsSegHVAE
-from epsseg_monai.networks.blocks.blur_pool import BlurPool
 
 #: (spatial dims) -> (training patch size, head window) of the tiny networks.
 CASES = {2: (16, 4), 3: (8, 2)}
@@ -429,38 +428,6 @@ def test_network_state_is_restored() -> None:
 
 
 # ------------------------------------------------------------------ receptive field
-def test_receptive_field_radius_of_a_hand_built_stack() -> None:
-    stack = nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=1),  # 1
-        nn.ReLU(),
-        nn.Conv2d(2, 2, 5, dilation=2, padding=4),  # 4
-        nn.Sequential(nn.Conv2d(2, 2, (3, 7), padding=(1, 3)), nn.Identity()),  # max(1, 3) = 3
-        BlurPool(2, 2, stride=1),  # 1
-        nn.Conv2d(2, 2, 1),  # 0
-        nn.Linear(4, 4),  # not a convolution
-    )
-    assert receptive_field_radius(stack) == 9
-    assert receptive_field_radius(nn.Conv3d(1, 1, 3, dilation=(1, 3, 2))) == 3
-    assert receptive_field_radius(nn.Sequential(nn.ReLU(), nn.Linear(2, 2))) == 0
-
-
-def test_receptive_field_radius_is_the_true_extent() -> None:
-    """A single non-zero input pixel spreads exactly ``radius`` pixels through a stack of positive convolutions."""
-    stack = nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 5, dilation=3, padding=6), nn.Conv2d(2, 1, 3, padding=1)
-    )
-    with torch.no_grad():
-        for m in stack:
-            m.weight.fill_(1.0)
-            m.bias.zero_()
-        x = torch.zeros((1, 1, 41, 41))
-        x[0, 0, 20, 20] = 1.0
-        rows, cols = torch.nonzero(stack(x)[0].sum(0)).T
-    radius = receptive_field_radius(stack)
-    assert radius == 8
-    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20 - radius, 20 + radius, 20 - radius, 20 + radius)
-
-
 def test_receptive_field_of_the_network_is_tight(net2d: EpsSegHVAE) -> None:
     """A pixel change reaches outputs up to ``receptive_field`` pixels away, and none farther."""
     inferer = DenseInferer(max_slab_voxels=256)

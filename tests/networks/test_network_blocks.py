@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from epsseg_monai.networks import BlurPool, GatedResidualBlock, GMMPrior, SegmentationHead, gaussian_kl
+from epsseg_monai.networks.blocks import receptive_field_radius
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
@@ -103,3 +105,35 @@ def test_segmentation_head_errors():
         head(torch.randn(1, 4, 3, 3))
     with pytest.raises(ValueError, match="spatial dims"):
         head(torch.randn(1, 4, 8, 8, 8))
+
+
+def test_receptive_field_radius_of_a_hand_built_stack() -> None:
+    stack = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),  # 1
+        nn.ReLU(),
+        nn.Conv2d(2, 2, 5, dilation=2, padding=4),  # 4
+        nn.Sequential(nn.Conv2d(2, 2, (3, 7), padding=(1, 3)), nn.Identity()),  # max(1, 3) = 3
+        BlurPool(2, 2, stride=1),  # 1
+        nn.Conv2d(2, 2, 1),  # 0
+        nn.Linear(4, 4),  # not a convolution
+    )
+    assert receptive_field_radius(stack) == 9
+    assert receptive_field_radius(nn.Conv3d(1, 1, 3, dilation=(1, 3, 2))) == 3
+    assert receptive_field_radius(nn.Sequential(nn.ReLU(), nn.Linear(2, 2))) == 0
+
+
+def test_receptive_field_radius_is_the_true_extent() -> None:
+    """A single non-zero input pixel spreads exactly ``radius`` pixels through a stack of positive convolutions."""
+    stack = nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 5, dilation=3, padding=6), nn.Conv2d(2, 1, 3, padding=1)
+    )
+    with torch.no_grad():
+        for m in stack:
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+        x = torch.zeros((1, 1, 41, 41))
+        x[0, 0, 20, 20] = 1.0
+        rows, cols = torch.nonzero(stack(x)[0].sum(0)).T
+    radius = receptive_field_radius(stack)
+    assert radius == 8
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (20 - radius, 20 + radius, 20 - radius, 20 + radius)

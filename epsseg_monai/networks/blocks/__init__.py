@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .blur_pool import BlurPool
 from .gmm_prior import GMMPrior, gaussian_kl, select_components
+from .receptive_field import receptive_field_radius
 from .residual import GatedResidualBlock, GateLayer
 from .segmentation_head import SegmentationHead
 
@@ -14,5 +15,6 @@ __all__ = [
     "GatedResidualBlock",
     "SegmentationHead",
     "gaussian_kl",
+    "receptive_field_radius",
     "select_components",
 ]

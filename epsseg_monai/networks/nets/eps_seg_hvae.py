@@ -10,6 +10,7 @@ from torch import nn
 
 from epsseg_monai.networks.blocks.blur_pool import BlurPool
 from epsseg_monai.networks.blocks.gmm_prior import GMMPrior
+from epsseg_monai.networks.blocks.receptive_field import receptive_field_radius
 from epsseg_monai.networks.blocks.residual import GatedResidualBlock
 from epsseg_monai.networks.blocks.segmentation_head import SegmentationHead
 
@@ -167,11 +168,11 @@ class EpsSegHVAE(nn.Module):
         )
         final = num_blocks if num_final_blocks is None else num_final_blocks
         self.reconstruct_center = reconstruct_center
-        # Receptive radii (in pixels of their own resolution) of the last top-down level's residual blocks
-        # (two 3x3 convolutions each) and of the decoder (its blocks and the output 3x3 convolution).
-        self._top_down_radius = 2 * num_blocks
-        self._decoder_radius = 2 * final + 1
         self.decoder_out = nn.Sequential(*blocks(final), conv(num_filters, in_channels, kernel_size=3, padding=1))
+        # Receptive radii (in pixels of their own resolution) of the last top-down level's residual blocks
+        # (without its upsampling) and of the decoder.
+        self._top_down_radius = receptive_field_radius(nn.Sequential(*list(self.top_down[0])[:-1]))
+        self._decoder_radius = receptive_field_radius(self.decoder_out)
         self.head = SegmentationHead(spatial_dims, latent_channels, num_classes, head_window, head_hidden)
 
     # ------------------------------------------------------------------ helpers
