@@ -171,7 +171,7 @@ class EpsSegHVAE(nn.Module):
         self.decoder_out = nn.Sequential(*blocks(final), conv(num_filters, in_channels, kernel_size=3, padding=1))
         # Receptive radii (in pixels of their own resolution) of the last top-down level's residual blocks
         # (without its upsampling) and of the decoder.
-        self._top_down_radius = receptive_field_radius(nn.Sequential(*list(self.top_down[0])[:-1]))
+        self._top_down_radius = receptive_field_radius(self.top_down[0][:-1])
         self._decoder_radius = receptive_field_radius(self.decoder_out)
         self.head = SegmentationHead(spatial_dims, latent_channels, num_classes, head_window, head_hidden)
 
