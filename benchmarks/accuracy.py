@@ -30,7 +30,16 @@ Usage (from the repository root)::
         [--methods epsseg forest unet_sparse unet_dense] [--output_dir runs/accuracy] \\
         [--epsseg_budget 1200 --semi_supervised_epochs 8] [--preset cpu | VARIANT.json] [--reuse_epsseg]
 
-Prints one table per dataset (per-class and mean Dice, training and prediction seconds per method), writes
+With ``--curve 300 900 1800 3600 7200`` the trained methods are scored at each budget (time-to-accuracy):
+ε-Seg trains once per budget (its learning-rate schedule follows the budget, as a user's ``--time_limit``),
+each U-Net once to the largest budget, predicted with the weights it had at each time (its constant learning rate
+makes that the same network a shorter run ends with); rows ``method@Ts`` and a plot
+``learning_curve_<dataset>.png``. ``--overlays self_train`` adds ε-Seg+'s self-training phase
+(``bundle/configs/self_train.json``; its budget is the preset's ``self_training_time_limit``, the phase-1 budget
+``--epsseg_budget``), and the phase-1 model is scored too (``epsseg_phase1``).
+
+Prints one table per dataset (per-class and mean Dice, training and prediction seconds per method, and for ε-Seg
+the best validation Dice on the held-out clicks of the training images, the number settings are chosen by), writes
 ``results.json`` and a figure ``figure_<dataset>.png`` (raw | ground truth | ε-Seg | U-Net | forest on a
 crop of the first held-out image) to ``--output_dir``.
 """
@@ -54,7 +63,6 @@ if str(REPO) not in sys.path:  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.baselines.data import BenchmarkDataset, dice_scores, load_dataset  # noqa: E402
 from epsseg_monai.inferers import DenseInferer, DihedralInferer  # noqa: E402
-from epsseg_monai.networks import EpsSegHVAE  # noqa: E402
 from epsseg_monai.transforms.overlay import colorize_labels, grey_image  # noqa: E402
 from epsseg_monai.transforms.prior_adjustment import AdjustClassPriors  # noqa: E402
 
@@ -84,8 +92,39 @@ def preset_path(preset: str) -> Path:
     return path.resolve()
 
 
+def overlay_paths(args: argparse.Namespace) -> list[Path]:
+    """The overlay configs given with ``--overlays`` (names in ``bundle/configs/`` or paths), checked."""
+    paths = []
+    for overlay in getattr(args, "overlays", None) or []:
+        path = Path(overlay) if overlay.endswith(".json") else REPO / "bundle" / "configs" / f"{overlay}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"overlay config {path} not found; give a name in bundle/configs/ or a path.")
+        paths.append(path.resolve())
+    return paths
+
+
+def best_validation(log: Path) -> float | None:
+    """The best validation mean Dice (held-out clicks) a bundle training log reports, over all phases."""
+    import re
+
+    if not log.is_file():
+        return None
+    values = [float(v) for v in re.findall(r"val_mean_dice: ([0-9.]+)", log.read_text(errors="replace"))]
+    return max(values) if values else None
+
+
 def preset_values(preset: Path) -> dict:
     return json.loads(preset.read_text())
+
+
+def bundle_network(preset: Path, num_classes: int) -> torch.nn.Module:
+    """The network the bundle trains with ``preset`` (``network_def`` of ``train.json`` + the preset)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(REPO / "bundle" / "configs" / "train.json"), str(preset)])
+    parser["num_classes"] = num_classes
+    return parser.get_parsed_content("network_def")
 
 
 def run_epsseg(
@@ -101,7 +140,7 @@ def run_epsseg(
     model_dir = work / "models"
     timing = work / "train_seconds.json"
     preset = preset_path(args.preset)
-    configs = [str(REPO / "bundle" / "configs" / "train.json"), str(preset)]
+    configs = [str(REPO / "bundle" / "configs" / "train.json"), *map(str, overlay_paths(args)), str(preset)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
     cmd += ["--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(work / "data"), "--model_dir", str(model_dir)]
     cmd += ["--output_dir", str(work / "eval"), "--num_classes", str(ds.num_classes)]
@@ -124,23 +163,12 @@ def run_epsseg(
             raise RuntimeError(f"ε-Seg training failed (exit {proc.returncode}); see {log}")
         timing.write_text(json.dumps({"train_s": train_s}))
     values = preset_values(preset)
-    net = EpsSegHVAE(
-        2,
-        1,
-        ds.num_classes,
-        num_levels=values.get("num_levels", 3),
-        num_filters=values.get("num_filters", 32),
-        num_blocks=values.get("num_blocks", 2),
-        latent_channels=values.get("latent_channels", 32),
-        patch_size=values.get("patch_size", 64),
-        head_window=values.get("head_window", 8),
-        head_hidden=values.get("head_hidden", 32),
-    )
+    net = bundle_network(preset, ds.num_classes)
     # model.pt is the best validated model; a run stopped by the time limit before its first validation
     # only has the final checkpoint
     best, last = model_dir / "model.pt", model_dir / "model_last.pt"
     weights = {"epsseg": best if best.exists() else last}
-    if args.semi_supervised_epochs > 0:
+    if (model_dir / "model_supervised.pt").exists():  # a second phase ran (semi-supervised or self-training)
         weights["epsseg_phase1"] = model_dir / "model_supervised.pt"
     stats = json.loads((model_dir / "intensity_stats.json").read_text())
     inferer = DenseInferer(values.get("patch_size", 64))
@@ -160,7 +188,7 @@ def run_epsseg(
             probs = inferer(x, net)[0]
             t_plain += time.perf_counter() - t
             preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
-            if key == "epsseg":
+            if key == "epsseg" and args.tta:
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
                 t = time.perf_counter()
@@ -170,31 +198,106 @@ def run_epsseg(
                 augmented_adjusted.append(adjust(tta_probs).argmax(0).numpy().astype(np.int64) + 1)
         outcomes[key] = preds
         pred_s[key] = t_plain / len(ds.test_images)
-        if key == "epsseg":
+        if key == "epsseg" and args.tta:
             outcomes["epsseg_tta"], pred_s["epsseg_tta"] = augmented, t_tta / len(ds.test_images)
             outcomes["epsseg_prior"], pred_s["epsseg_prior"] = adjusted, pred_s[key]
             outcomes["epsseg_tta_prior"], pred_s["epsseg_tta_prior"] = augmented_adjusted, pred_s["epsseg_tta"]
     return outcomes, train_s, pred_s
 
 
-def run_baseline(method: str, ds: BenchmarkDataset, args: argparse.Namespace) -> tuple[list[np.ndarray], float, float]:
+def run_baseline(
+    method: str, ds: BenchmarkDataset, args: argparse.Namespace, curve: list[float] | None = None
+) -> tuple[dict[str, list[np.ndarray]], dict[str, float], dict[str, float]]:
+    """Train and predict a baseline; with ``curve`` (U-Nets) one run to ``max(curve)`` seconds, predicted with
+    the weights it had at each time (rows ``method@Ts``). Returns label maps, training and prediction seconds."""
     if method == "forest":
         from benchmarks.baselines.forest import RandomForestBaseline
 
         model = RandomForestBaseline(n_jobs=args.threads)
         labels = ds.train_sparse
+        curve = None
     else:
         from benchmarks.baselines.unet import UNetBaseline
 
         dense = method == "unet_dense"
-        model = UNetBaseline(ds.num_classes, dense=dense, time_budget_s=args.budget, seed=args.seed)
+        budget = max(curve) if curve else args.budget
+        model = UNetBaseline(ds.num_classes, dense=dense, time_budget_s=budget, seed=args.seed)
         labels = ds.train_dense if dense else ds.train_sparse
     t = time.perf_counter()
-    model.fit(list(ds.train_images), list(labels))
+    if curve:
+        model.fit(list(ds.train_images), list(labels), snapshot_times=curve)
+    else:
+        model.fit(list(ds.train_images), list(labels))
     train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    preds = [np.asarray(model.predict(image)).astype(np.int64) for image in ds.test_images]
-    return preds, train_s, (time.perf_counter() - t) / len(ds.test_images)
+    outcomes, train_times, pred_times = {}, {}, {}
+    for point in curve or [None]:
+        key = method if point is None else f"{method}@{point:.0f}s"
+        t = time.perf_counter()
+        if point is None:
+            outcomes[key] = [np.asarray(model.predict(image)).astype(np.int64) for image in ds.test_images]
+        else:
+            outcomes[key] = [np.asarray(model.predict(im, snapshot=point)).astype(np.int64) for im in ds.test_images]
+        pred_times[key] = (time.perf_counter() - t) / len(ds.test_images)
+        train_times[key] = train_s if point is None else min(point, train_s)
+    return outcomes, train_times, pred_times
+
+
+def run_epsseg_curve(
+    ds: BenchmarkDataset, args: argparse.Namespace, folder: Path, curve: list[float]
+) -> tuple[dict[str, list[np.ndarray]], dict[str, float], dict[str, float], dict[str, float | None]]:
+    """ε-Seg trained once per budget of ``curve`` (its learning-rate schedule follows the budget, as a user's run
+    with that ``--time_limit`` does); rows ``epsseg@Ts`` (plain prediction, no TTA)."""
+    outcomes, train_times, pred_times, vals = {}, {}, {}, {}
+    for point in curve:
+        run_args = argparse.Namespace(**{**vars(args), "budget": point, "epsseg_budget": None, "tta": False})
+        work = folder / f"epsseg_{point:.0f}s"
+        out, train_s, pred_s = run_epsseg(ds, run_args, work)
+        key = f"epsseg@{point:.0f}s"
+        outcomes[key], train_times[key], pred_times[key] = out["epsseg"], train_s, pred_s["epsseg"]
+        vals[key] = best_validation(work / "train.log")
+    return outcomes, train_times, pred_times, vals
+
+
+def learning_curve_plot(rows: dict[str, dict], title: str, path: Path) -> bool:
+    """Mean Dice against training minutes of the ``method@Ts`` rows, one line per method (matplotlib, PNG).
+
+    Returns ``False`` (nothing written) when there are no curve rows or matplotlib is not installed.
+    """
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for key, row in rows.items():
+        if "@" in key:
+            method, point = key.split("@")
+            curves.setdefault(method, []).append((float(point.rstrip("s")) / 60, row["mean_dice"]))
+    if not curves:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[benchmarks]'): no learning-curve plot")
+        return False
+    names = {"epsseg": "ε-Seg (preset)", "unet_sparse": "U-Net, sparse clicks", "unet_dense": "U-Net, dense labels"}
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for method, points in sorted(curves.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=names.get(method, method))
+    for method in ("forest",):
+        if method in rows:
+            ax.axhline(rows[method]["mean_dice"], color="grey", linestyle="--", label="random forest")
+    ax.set_xscale("log")
+    ticks = sorted({p[0] for points in curves.values() for p in points})
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.set_xlabel("training minutes (2 CPU cores)")
+    ax.set_ylabel("mean Dice (test images)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
 
 
 def figure(ds: BenchmarkDataset, preds: dict[str, list[np.ndarray]], path: Path, crop: int = 384) -> None:
@@ -234,6 +337,23 @@ def main() -> None:
         default=0,
         help="ε-Seg semi-supervised epochs after phase 1 (adds the phase-1 model as row epsseg_phase1)",
     )
+    parser.add_argument(
+        "--overlays",
+        nargs="+",
+        default=[],
+        help="ε-Seg overlay configs between train.json and the preset (e.g. self_train: ε-Seg+'s self-training)",
+    )
+    parser.add_argument(
+        "--tta", action=argparse.BooleanOptionalAction, default=True, help="also score ε-Seg with TTA / priors"
+    )
+    parser.add_argument(
+        "--curve",
+        nargs="+",
+        type=float,
+        default=None,
+        help="learning curve: training budgets in seconds (e.g. 300 900 1800 3600 7200); ε-Seg trains once per "
+        "budget, each U-Net once to the largest with snapshots; rows method@Ts and learning_curve_<dataset>.png",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of ε-Seg's training and of the U-Nets")
     parser.add_argument("--output_dir", default="runs/accuracy")
@@ -254,29 +374,35 @@ def main() -> None:
         ds = load_dataset(name, args.data_root, density=density)
         preds: dict[str, list[np.ndarray]] = {}
         rows = {}
+        folder = out / f"{name}_{density}"
         for method in args.methods:
             if method == "unet_dense" and name in dense_done:  # dense labels do not depend on the density
                 rows[method] = dense_done[name]
                 continue
+            vals: dict[str, float | None] = {}
             try:
-                if method == "epsseg":
-                    outcomes, train_s, pred_times = run_epsseg(ds, args, out / f"{name}_{density}" / "epsseg")
+                if args.curve and method == "epsseg":
+                    outcomes, train_times, pred_times, vals = run_epsseg_curve(ds, args, folder, args.curve)
+                elif method == "epsseg":
+                    outcomes, train_s, pred_times = run_epsseg(ds, args, folder / "epsseg")
+                    train_times = dict.fromkeys(outcomes, train_s)
+                    vals = dict.fromkeys(outcomes, best_validation(folder / "epsseg" / "train.log"))
                 else:
-                    p, train_s, pred_s = run_baseline(method, ds, args)
-                    outcomes, pred_times = {method: p}, {method: pred_s}
+                    outcomes, train_times, pred_times = run_baseline(method, ds, args, args.curve)
             except Exception as err:  # keep the other methods' results
                 print(f"[{entry}] {method} failed: {err}")
                 continue
             for key, p in outcomes.items():
-                pred_s = pred_times[key]
+                pred_s, train_s = pred_times[key], train_times[key]
                 per_class, mean = dice_scores(p, list(ds.test_dense), ds.num_classes)
                 rows[key] = {"dice": per_class, "mean_dice": mean, "train_s": train_s, "predict_s_per_image": pred_s}
+                if vals.get(key) is not None:
+                    rows[key]["val_mean_dice"] = vals[key]  # held-out clicks of the training images
                 preds[key] = p
-                folder = out / f"{name}_{density}"
                 folder.mkdir(parents=True, exist_ok=True)
                 np.save(folder / f"first_test_prediction_{key}.npy", p[0].astype(np.uint8))
                 print(f"[{entry}] {key}: mean Dice {mean:.3f}, train {train_s:.0f} s, predict {pred_s:.1f} s/image")
-            if method == "unet_dense":
+            if method == "unet_dense" and method in rows:
                 dense_done[name] = rows[method]
         previous = results.get(entry, {}).get("methods", {})
         rows = {**previous, **rows}
@@ -284,14 +410,17 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=2))
         header = " | ".join(ds.class_names)
         print(f"\n{entry} (test: {', '.join(ds.test_ids)})")
-        print(f"| method | {header} | mean | train s | predict s/image |")
-        print("|---" * (len(ds.class_names) + 4) + "|")
+        print(f"| method | {header} | mean | train s | predict s/image | val. Dice (clicks) |")
+        print("|---" * (len(ds.class_names) + 5) + "|")
         for method, row in rows.items():
             scores = " | ".join(f"{s:.3f}" for s in row["dice"])
+            val = f"{row['val_mean_dice']:.3f}" if row.get("val_mean_dice") is not None else "-"
             print(
                 f"| {method} | {scores} | {row['mean_dice']:.3f} | {row['train_s']:.0f} | "
-                f"{row['predict_s_per_image']:.1f} |"
+                f"{row['predict_s_per_image']:.1f} | {val} |"
             )
+        if learning_curve_plot(rows, f"{name} {density}", out / f"learning_curve_{name}_{density}.png"):
+            print(f"learning curve: {out / f'learning_curve_{name}_{density}.png'}")
         saved = {
             path.stem.removeprefix("first_test_prediction_"): [np.load(path)]
             for path in sorted((out / f"{name}_{density}").glob("first_test_prediction_*.npy"))

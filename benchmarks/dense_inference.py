@@ -13,6 +13,7 @@ Usage (from the repository root; ``OMP_NUM_THREADS`` unset, ``--threads`` sets t
     python benchmarks/dense_inference.py --checkpoint runs/vnc_run/models/model.pt \\
         --stats runs/vnc_run/models/intensity_stats.json --filters 32 --blocks 2 --sections 12 13 14
     python benchmarks/dense_inference.py --filters 64 --blocks 5 --sections 12 --num_pixels 300 --memory
+    python benchmarks/dense_inference.py --filters 64 --blocks 5 --fine_levels 0 1 --sections 12 --num_pixels 300
 
 Without ``--checkpoint`` the network has seeded random weights: speeds are valid, accuracies are not.
 """
@@ -50,6 +51,7 @@ def build_network(args: argparse.Namespace, spatial_dims: int = 2) -> EpsSegHVAE
         num_blocks=args.blocks,
         latent_channels=args.latent,
         patch_size=args.patch,
+        head_fine_levels=args.fine_levels,
     )
     if args.checkpoint and spatial_dims == 2:
         path = check_checkpoint(args.checkpoint, net)
@@ -95,7 +97,10 @@ def accuracy_run(args: argparse.Namespace) -> None:
     sampled: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", "reference", *modes)}
     full: dict[str, list[np.ndarray]] = {k: [] for k in ("truth", *modes)}
     weights = args.checkpoint or "seeded random weights (accuracies meaningless)"
-    print(f"network: {args.filters} filters, {args.blocks} blocks/level, {args.levels} levels; weights: {weights}")
+    print(
+        f"network: {args.filters} filters, {args.blocks} blocks/level, {args.levels} levels, fine-detail head levels "
+        f"{args.fine_levels or 'none'}; weights: {weights}"
+    )
     radius = modes["dense"].receptive_field(net)
     print(f"torch threads: {torch.get_num_threads()}; receptive field radius {radius} px")
     for section in args.sections:
@@ -160,6 +165,7 @@ def memory_run(args: argparse.Namespace) -> None:
         cmd = [sys.executable, __file__, "--case", case, "--threads", str(torch.get_num_threads())]
         cmd += ["--filters", str(args.filters), "--blocks", str(args.blocks), "--levels", str(args.levels)]
         cmd += ["--image_side", str(args.image_side), "--volume_side", str(args.volume_side)]
+        cmd += ["--fine_levels", *map(str, args.fine_levels)] if args.fine_levels else []
         cmd += ["--amp"] if args.amp else []
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode:
@@ -185,6 +191,9 @@ def main() -> None:
     parser.add_argument("--levels", type=int, default=3)
     parser.add_argument("--latent", type=int, default=32)
     parser.add_argument("--patch", type=int, default=64)
+    parser.add_argument(
+        "--fine_levels", type=int, nargs="*", default=[], help="head_fine_levels of the network (ε-Seg+: 0 1)"
+    )
     parser.add_argument("--batch_size", type=int, default=128, help="patches per pass of the reference mode")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)

@@ -190,3 +190,18 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
                     "--latent_channels/--patch_size/--spatial_dims/--in_channels/--num_classes as in training."
                 )
     return path
+
+
+def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size") -> int:
+    """``crop_size`` if a patch of ``patch_size`` can be centre-cropped from it keeping the centre voxel.
+
+    The centre voxel (index ``size // 2``) of the crop is that of its centre ``patch_size`` crop only when the
+    two sides differ by an even number (a bundle config check; ``name`` is the option named in the error).
+    """
+    crop_size, patch_size = int(crop_size), int(patch_size)
+    if crop_size < patch_size or (crop_size - patch_size) % 2:
+        raise ValueError(
+            f"{name}={crop_size} must be at least patch_size={patch_size} and differ from it by an even number, "
+            "so that the crop and its centre patch share the centre pixel."
+        )
+    return crop_size

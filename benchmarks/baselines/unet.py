@@ -186,6 +186,8 @@ class UNetBaseline:
         self.steps = 0
         self.train_seconds = 0.0
         self.losses: list[float] = []
+        #: weights at elapsed training times (``fit(snapshot_times=...)``), keyed by the time in seconds
+        self.snapshots: dict[float, dict[str, torch.Tensor]] = {}
 
     def _build(self) -> UNet:
         return UNet(
@@ -211,12 +213,22 @@ class UNetBaseline:
         if not self.dense and not any((np.asarray(lab) > 0).any() for lab in labels):
             raise ValueError("no labelled pixel (all labels are 0).")
 
-    def fit(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> UNetBaseline:
+    def fit(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        snapshot_times: Sequence[float] = (),
+    ) -> UNetBaseline:
         """Train a new network from scratch.
 
         Args:
             images: ``(H, W)`` training images (a stacked ``(N, H, W)`` array or a sequence; sizes may differ).
             labels: matching label maps: sparse (``0`` unlabelled, ``1..C``) or, with ``dense=True``, ``1..C``.
+            snapshot_times: elapsed training seconds at which to keep a copy of the weights (in
+                :attr:`snapshots`; predict with :meth:`predict`'s ``snapshot``). The schedule does not depend on
+                the budget (constant learning rate), so the snapshot at ``t`` is the network a run with
+                ``time_budget_s=t`` ends with (the same seed gives the same steps). Times beyond the end of
+                training get the final weights.
 
         Returns:
             ``self``, with ``steps``, ``train_seconds`` (training loop wall-clock time) and ``losses`` (per step).
@@ -237,9 +249,18 @@ class UNetBaseline:
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
         self.net, self.steps, self.losses = net, 0, []
 
+        pending = sorted(float(t) for t in snapshot_times)
+        self.snapshots = {}
+
+        def snapshot(upto: float) -> None:
+            while pending and pending[0] <= upto:
+                self.snapshots[pending.pop(0)] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+
         start = time.perf_counter()
         while self.max_steps is None or self.steps < self.max_steps:
-            if self.time_budget_s is not None and time.perf_counter() - start >= self.time_budget_s:
+            elapsed = time.perf_counter() - start
+            snapshot(elapsed)
+            if self.time_budget_s is not None and elapsed >= self.time_budget_s:
                 break
             x, y = sampler.sample(self.batch_size)
             loss = masked_cross_entropy(net(x.to(self.device)), y.to(self.device))
@@ -249,18 +270,33 @@ class UNetBaseline:
             self.steps += 1
             self.losses.append(float(loss.detach()))
         self.train_seconds = time.perf_counter() - start
+        snapshot(float("inf"))
         net.eval()
         return self
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray) -> np.ndarray:
+    def predict(self, image: np.ndarray, snapshot: float | None = None) -> np.ndarray:
         """Class id of every pixel of one ``(H, W)`` image.
+
+        Args:
+            image: the raw image.
+            snapshot: predict with the weights kept at this elapsed time (a key of :attr:`snapshots`) instead of
+                the final ones.
 
         Returns:
             ``(H, W)`` int64 map of class ids ``1..C``.
         """
         if self.net is None:
             raise RuntimeError("call fit() before predict().")
+        if snapshot is not None:
+            if snapshot not in self.snapshots:
+                raise KeyError(f"no snapshot at {snapshot} s; kept: {sorted(self.snapshots)}.")
+            final = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            self.net.load_state_dict(self.snapshots[snapshot])
+            try:
+                return self.predict(image)
+            finally:
+                self.net.load_state_dict(final)
         img = (np.asarray(image, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
         if img.ndim != 2:
             raise ValueError(f"expected a 2D image, got shape {img.shape}.")

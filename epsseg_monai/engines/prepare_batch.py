@@ -21,11 +21,20 @@ def _get(batchdata: Mapping[str, Any], key: str) -> Any:
 class PrepareEpsSegBatch(PrepareBatch):
     """``(masked patches, targets)`` for :class:`~epsseg_monai.losses.EpsSegTrainerLoss`.
 
+    When the batch also holds unmasked crops and their sparse labels (ε-Seg+'s dense cross-entropy), they are
+    passed to the network as keyword arguments: ``(patches, targets, (), {"dense_inputs": crops,
+    "dense_labels": labels})``, which ``monai.engines.SupervisedTrainer`` hands to its inferer and so to
+    :meth:`EpsSegHVAE.forward <epsseg_monai.networks.EpsSegHVAE.forward>`.
+
     Args:
         image_key: masked input patches (from :class:`~epsseg_monai.transforms.CenterRegionMaskd`).
         target_key: the unmasked patches (``unmasked_keys`` of the masking transform).
         class_key: centre classes (from :class:`~epsseg_monai.transforms.RandSparseLabelPatchd`).
         mask_key: the inpainting mask (``mask_key`` of the masking transform), or ``None``.
+        dense_image_key: unmasked crops for the dense cross-entropy, used when present in the batch.
+        dense_label_key: their sparse label maps (needed with ``dense_image_key``).
+        unmasked_fine: also pass the unmasked patches (``target_key``) as ``unmasked``, from which the
+            fine-detail head of ε-Seg+ reads its centre features.
     """
 
     def __init__(
@@ -34,8 +43,13 @@ class PrepareEpsSegBatch(PrepareBatch):
         target_key: str = "target",
         class_key: str = "class",
         mask_key: str | None = "mask",
+        dense_image_key: str = "dense_image",
+        dense_label_key: str = "dense_label",
+        unmasked_fine: bool = False,
     ) -> None:
         self.image_key, self.target_key, self.class_key, self.mask_key = image_key, target_key, class_key, mask_key
+        self.dense_image_key, self.dense_label_key = dense_image_key, dense_label_key
+        self.unmasked_fine = unmasked_fine
 
     def __call__(
         self,
@@ -43,7 +57,7 @@ class PrepareEpsSegBatch(PrepareBatch):
         device: str | torch.device | None = None,
         non_blocking: bool = False,
         **kwargs: Any,
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | tuple[torch.Tensor, dict[str, torch.Tensor], tuple, dict]:
         def move(x: torch.Tensor) -> torch.Tensor:
             return torch.as_tensor(x).to(device=device, non_blocking=non_blocking, **kwargs)
 
@@ -53,7 +67,14 @@ class PrepareEpsSegBatch(PrepareBatch):
         }
         if self.mask_key is not None:
             targets["mask"] = move(_get(batchdata, self.mask_key))
-        return move(_get(batchdata, self.image_key)), targets
+        inputs = move(_get(batchdata, self.image_key))
+        extra: dict[str, torch.Tensor] = {}
+        if self.dense_image_key in batchdata:
+            extra["dense_inputs"] = move(batchdata[self.dense_image_key])
+            extra["dense_labels"] = move(_get(batchdata, self.dense_label_key)).long()
+        if self.unmasked_fine:
+            extra["unmasked"] = targets["target"]
+        return (inputs, targets, (), extra) if extra else (inputs, targets)
 
 
 class PrepareSparseValidationBatch(PrepareBatch):

@@ -1,26 +1,18 @@
-"""Dense prediction of every pixel in one fully convolutional pass (ε-Seg's fast mode).
+"""Dense prediction of every pixel of an image or volume (ε-Seg's fast mode), tiled to bound memory.
 
 The reference mode (:class:`~epsseg_monai.inferers.PatchCenterInferer`) classifies the patch centred on each
-pixel, one network pass per output pixel. Prediction needs only the bottom-up path, the top-level posterior
-means and the segmentation head, all convolutional, so the class of every pixel can be computed at once:
+pixel, one network pass per output pixel. The network computes the same logits for every pixel at once
+(:meth:`EpsSegHVAE.forward_dense <epsseg_monai.networks.EpsSegHVAE.forward_dense>`, a phase tree, see
+:mod:`epsseg_monai.networks.nets.phase_tree`); :class:`DenseInferer` is the exact tiler around it:
 
-* **Shift-and-stitch as a phase tree.** The bottom-up path halves the resolution ``L`` times (blur-pool,
-  stride 2), so a plain fully convolutional pass gives logits on a grid of stride ``2**L`` only. Each
-  blur-pool is instead evaluated at both offsets (phases) along each axis; every phase is an ordinary
-  half-resolution map that the following blocks process unchanged, and the head's window convolution on
-  the top map of each phase combination gives the logits of one of the ``2**(L*d)`` interleaved sub-grids.
-  This is exactly the network with strides turned into dilations (à trous), with the same arithmetic per
-  output pixel, but every convolution stays a dense, non-dilated one on a compact map, and phases are
-  processed depth first, so only one half-resolution map per level is alive at a time.
-* **Tiling with halos from the receptive field.** Each stage (level ``l``: its 3x3 convolution, one
-  blur-pool phase and its residual blocks) is evaluated in tiles along every spatial axis. A tile is
-  extended by the stage's receptive-field radius, and only positions that see no tile border are kept, so
-  the result equals the untiled computation. Tiles are near-cubic and sized so that their largest map (the
-  full-resolution convolution output, halo included) stays within ``max_slab_voxels``; memory is then
-  bounded by the phase maps kept along the depth-first path and the output, for 2D images and 3D volumes.
+* **Stage tiles** (``max_slab_voxels``): each stage of the phase tree runs in tiles with its receptive-field halo,
+  so the largest map stays within the budget, for 2D images and 3D volumes.
+* **Image tiles** (``tile_size``, :meth:`DenseInferer.predict_array`): the image is read and predicted tile by
+  tile, each with a margin of the network's receptive field, so the result equals the untiled prediction
+  (no seams) while only one tile is in memory; input and output can be memory-mapped arrays.
 * **Image borders as in the reference.** The image is padded with ``pad_mode`` (reflect) by the extent of
   a training patch around its centre voxel, like the reference pads before cutting border patches.
-  Features beyond that are zero-padded by the convolutions, as at the border of a training patch.
+* Eval mode, channels-last weights, ``no_grad``, optional bfloat16 and a progress bar around each call.
 
 The network is the same; what differs from the reference mode is context: a feature map cell near the
 border of a 64 px training patch sees zero padding in the reference mode and real image content here.
@@ -36,14 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.inferers import Inferer
 from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
-from ..networks.blocks.blur_pool import BlurPool
-from ..networks.blocks.receptive_field import receptive_field_radius
-from ..utils import center_index, center_region_slices, check_amp, use_bfloat16
+from ..utils import check_amp, use_bfloat16
 
 __all__ = ["DenseInferer", "class_entropy"]
 
@@ -118,7 +107,7 @@ class DenseInferer(Inferer):
     @staticmethod
     def _check_network(network: Any) -> nn.Module:
         net = getattr(network, "module", network)  # DataParallel / DDP
-        needed = ("stem", "bottom_up", "top_posterior", "head", "spatial_dims")
+        needed = ("forward_dense", "dense_padding", "dense_receptive_field", "spatial_dims")
         if not all(hasattr(net, name) for name in needed):
             raise TypeError(
                 "DenseInferer needs the ε-Seg network module (epsseg_monai.networks.EpsSegHVAE or a subclass); "
@@ -126,156 +115,22 @@ class DenseInferer(Inferer):
             )
         return net
 
-    def _patch(self, net: nn.Module) -> tuple[int, ...]:
-        size = net.patch_size if self.patch_size is None else self.patch_size
-        return (int(size),) * net.spatial_dims if isinstance(size, int) else tuple(int(s) for s in size)
-
     def image_padding(self, network: nn.Module) -> list[tuple[int, int]]:
         """Padding ``(before, after)`` per spatial axis: the extent of a training patch around its centre."""
-        net = self._check_network(network)
-        factor = 2 ** len(net.bottom_up)
-        window = net.head.window
-        pads = []
-        for p in self._patch(net):
-            if p % factor:
-                raise ValueError(f"patch_size {p} must be divisible by 2**num_levels = {factor}.")
-            start = center_region_slices((p // factor,), window)[0].start  # head window in the patch's top map
-            before = center_index(p) - factor * start  # centre pixel relative to the window's first cell
-            after = factor * (window - 1) - before
-            pads.append((before, max(after, 0)))
-        return pads
+        return self._check_network(network).dense_padding(self.patch_size)
 
     def receptive_field(self, network: nn.Module) -> int:
         """Radius in pixels of the input region one output pixel depends on (the tiling halo it implies)."""
-        net = self._check_network(network)
-        num_levels = len(net.bottom_up)
-        radius = sum(2**level * self._stage_radius(net, level) for level in range(num_levels))
-        radius += 2**num_levels * receptive_field_radius(net.top_posterior)
-        before, after = max(self.image_padding(net), key=max)
-        return radius + max(before, after)
-
-    # ------------------------------------------------------------------ stages
-    def _stage_radius(self, net: nn.Module, level: int) -> int:
-        """Receptive-field radius of stage ``level`` in rows of its input map."""
-        modules = list(net.bottom_up[level])
-        radius = receptive_field_radius(modules[0]) + 1
-        if level == 0:
-            radius += receptive_field_radius(net.stem)
-        return radius + 2 * sum(receptive_field_radius(m) for m in modules[2:])
-
-    @staticmethod
-    def _stage(net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> torch.Tensor:
-        """Stage ``level`` on ``x``: [stem,] conv, the blur-pool sub-grid starting at ``phase``, blocks."""
-        modules = list(net.bottom_up[level])
-        if level == 0:
-            x = net.stem(x)
-        x = modules[0](x)
-        pool: BlurPool = modules[1]
-        dims = x.ndim - 2
-        x = F.pad(x, (1, 1) * dims)
-        x = x[(slice(None), slice(None), *(slice(p, None) for p in phase))]
-        x = pool._conv(x, pool.kernel, stride=pool.stride, groups=pool.channels)
-        for m in modules[2:]:
-            x = m(x)
-        return x
-
-    @staticmethod
-    def _phase_sizes(x: torch.Tensor, phase: Sequence[int]) -> list[int]:
-        """Side lengths of the stride-2 sub-grid of ``x``'s spatial axes that starts at ``phase``."""
-        return [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
-
-    def _tiles(self, net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> list[int]:
-        """Output rows per tile along each axis of stage ``level``, so that a tile's largest map fits the budget.
-
-        The largest map of a stage is its full-resolution convolution output over the tile and its halo,
-        ``prod(2 * rows + 2 * halo) * width`` elements. The axis with the longest tile (halo included) is split
-        first, which keeps tiles near-cubic and so the recomputed halo small relative to the tile.
-        """
-        out_sizes = self._phase_sizes(x, phase)
-        if self.max_slab_voxels is None:
-            return out_sizes
-        budget = max(1, (self.max_slab_voxels * 64) // net.bottom_up[level][0].out_channels)
-        halo = self._stage_radius(net, level)
-        pieces = [1] * len(out_sizes)
-        while True:
-            rows = [-(-m // k) for m, k in zip(out_sizes, pieces)]
-            extents = [min(n, 2 * r + 2 * halo + 1) for n, r in zip(x.shape[2:], rows)]
-            if math.prod(extents) <= budget or max(rows) == 1:
-                return rows
-            axis = max((d for d, r in enumerate(rows) if r > 1), key=lambda d: extents[d])  # first on ties
-            pieces[axis] += 1
-
-    def _run_stage(self, net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> torch.Tensor:
-        """:meth:`_stage` over ``x`` in tiles along every spatial axis, each with the stage's receptive-field halo.
-
-        Only output positions whose receptive field lies inside the tile are kept, so the result equals the
-        untiled computation.
-        """
-        rows = self._tiles(net, level, x, phase)
-        out_sizes = self._phase_sizes(x, phase)
-        if rows == out_sizes:
-            return self._stage(net, level, x, phase)
-        halo = self._stage_radius(net, level)
-        halo += halo % 2
-        axes = []  # per axis: (output range, input range, local phase, first kept row of the piece)
-        for n, m, r, p in zip(x.shape[2:], out_sizes, rows, phase):
-            spans = []
-            for k0 in range(0, m, r):
-                k1 = min(m, k0 + r)
-                first, last = p + 2 * k0, p + 2 * (k1 - 1)
-                lo, hi = max(0, first - halo), min(n, last + halo + 1)
-                local = (first - lo) % 2
-                spans.append((slice(k0, k1), slice(lo, hi), local, (first - lo - local) // 2))
-            axes.append(spans)
-        out: torch.Tensor | None = None
-        for tile in itertools.product(*axes):
-            piece = self._stage(net, level, x[(slice(None), slice(None), *(t[1] for t in tile))], [t[2] for t in tile])
-            keep = (slice(None), slice(None), *(slice(t[3], t[3] + t[0].stop - t[0].start) for t in tile))
-            piece = piece[keep]
-            if out is None:
-                out = piece.new_empty((piece.shape[0], piece.shape[1], *out_sizes))
-            out[(slice(None), slice(None), *(t[0] for t in tile))] = piece
-        assert out is not None
-        return out
-
-    def _logits(self, net: nn.Module, x: torch.Tensor, level: int, bar: Any) -> torch.Tensor:
-        """Logits of every output position of ``x`` (a phase map of level ``level``), depth first over phases."""
-        dims = x.ndim - 2
-        num_levels = len(net.bottom_up)
-        if level == num_levels:
-            out = net.head.forward_dense(net.top_posterior(x)[0])
-            if bar is not None:
-                bar.update(1)
-            return out
-        span = (net.head.window - 1) * 2 ** (num_levels - level)
-        sizes = [s - span for s in x.shape[2:]]
-        if min(sizes) < 1:
-            raise ValueError(f"Map {tuple(x.shape[2:])} is too small for the head at level {level}.")
-        out: torch.Tensor | None = None
-        for phase in itertools.product((0, 1), repeat=dims):
-            if any(p >= size for p, size in zip(phase, sizes)):
-                continue  # this sub-grid has no output position (a side of 1 at this level)
-            child = self._logits(net, self._run_stage(net, level, x, phase), level + 1, bar)
-            if out is None:
-                out = child.new_empty((child.shape[0], child.shape[1], *sizes))
-            out[(slice(None), slice(None), *(slice(p, None, 2) for p in phase))] = child
-        assert out is not None
-        return out
+        return self._check_network(network).dense_receptive_field(self.patch_size)
 
     def _padded_logits(self, net: nn.Module, inputs: torch.Tensor, bar: Any) -> torch.Tensor:
-        """Logits of one image batch (or tile) in one piece: pad its border, run the phase tree (eval mode set)."""
+        """Logits of one image batch (or tile) in one piece: the network's dense pass (eval mode set)."""
         dims = net.spatial_dims
-        pads = self.image_padding(net)
-        spatial = tuple(inputs.shape[2:])
-        if self.pad_mode == "reflect" and any(max(p) >= s for p, s in zip(pads, spatial)):
-            pad_mode = "replicate"  # torch cannot reflect by more than the image side
-        else:
-            pad_mode = self.pad_mode
-        flat = [v for p in reversed(pads) for v in p]
-        x = F.pad(inputs.float(), flat, mode=pad_mode) if any(flat) else inputs.float()
-        x = x.contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
-        out = self._logits(net, x, 0, bar).float()
-        return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+        x = inputs.float().contiguous(memory_format=torch.channels_last if dims == 2 else torch.channels_last_3d)
+        out = net.forward_dense(
+            x, pad_mode=self.pad_mode, patch_size=self.patch_size, max_slab_voxels=self.max_slab_voxels, progress=bar
+        )
+        return out.float()
 
     def tiles(self, network: nn.Module, spatial: Sequence[int]) -> list[tuple[tuple[slice, ...], ...]]:
         """The outer tiles of an image of shape ``spatial``: ``(read, keep, write)`` slices per spatial axis.

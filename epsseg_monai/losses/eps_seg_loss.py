@@ -11,6 +11,7 @@ from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
 from epsseg_monai.losses.contrastive_loss import SparseContrastiveLoss
+from epsseg_monai.losses.dense_ce_loss import DenseSparseCrossEntropyLoss
 from epsseg_monai.losses.inpainting_loss import InpaintingLoss
 from epsseg_monai.losses.kl_loss import GMMKLDivergenceLoss
 from epsseg_monai.losses.pseudo_labels import PseudoLabeller
@@ -54,6 +55,10 @@ def sparse_cross_entropy(
 class EpsSegLoss(_Loss):
     """``alpha * inpainting + beta * KL + gamma * contrastive + ce_weight * CE`` on the network's training output.
 
+    ε-Seg+ adds ``dense_ce_weight * dense CE``: the cross-entropy at every labelled pixel of unmasked crops
+    (:class:`DenseSparseCrossEntropyLoss` on the network's ``dense_logits``/``dense_labels``), when the network
+    got crops (``EpsSegHVAE.forward_train(..., dense_inputs=...)``).
+
     Args:
         alpha: weight of :class:`InpaintingLoss` (1).
         beta: weight of :class:`GMMKLDivergenceLoss` (0.01, reference).
@@ -64,6 +69,7 @@ class EpsSegLoss(_Loss):
         level_weights: contrastive level weights (bottom to top), default ``1/4, 1/2, 1`` for 3 levels.
         class_weights: optional per-class weights of the cross-entropy, length ``C``.
         reduction: batch reduction of the inpainting and cross-entropy terms, ``"mean"`` or ``"sum"``.
+        dense_ce_weight: weight of the dense cross-entropy on crops (0: not computed, the paper's objective).
     """
 
     def __init__(
@@ -77,6 +83,7 @@ class EpsSegLoss(_Loss):
         level_weights: Sequence[float] | None = None,
         class_weights: Sequence[float] | None = None,
         reduction: LossReduction | str = LossReduction.MEAN,
+        dense_ce_weight: float = 0.0,
     ) -> None:
         super().__init__(reduction=LossReduction(reduction).value)
         if self.reduction == LossReduction.NONE.value:
@@ -86,6 +93,8 @@ class EpsSegLoss(_Loss):
         self.kl = GMMKLDivergenceLoss(reduction="mean")
         self.contrastive = SparseContrastiveLoss(margin=margin, level_weights=level_weights)
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.dense_ce_weight = dense_ce_weight
+        self.dense_ce = DenseSparseCrossEntropyLoss(reduction=self.reduction, class_weights=self.class_weights)
 
     def forward(
         self,
@@ -104,7 +113,8 @@ class EpsSegLoss(_Loss):
 
         Returns:
             dict with the total ``"loss"`` (to back-propagate) and each unweighted term (``"inpainting"``,
-            ``"kl"``, ``"contrastive"``, ``"ce"``) for logging.
+            ``"kl"``, ``"contrastive"``, ``"ce"``, and with crops ``"dense_ce"`` and ``"dense_pixels"``, the number
+            of labelled crop pixels it averages over) for logging.
         """
         missing = [
             k for k in ("logits", "reconstruction", "mu", "logvar", "prior_mu", "prior_logvar") if k not in outputs
@@ -118,7 +128,13 @@ class EpsSegLoss(_Loss):
         weight = None if self.class_weights is None else self.class_weights.to(target.device)
         ce = sparse_cross_entropy(outputs["logits"], labels, reduction=self.reduction, weight=weight)
         total = self.alpha * inpainting + self.beta * kl + self.gamma * contrastive + self.ce_weight * ce
-        return dict(zip(TERMS, (total, inpainting, kl, contrastive, ce)))
+        terms = dict(zip(TERMS, (total, inpainting, kl, contrastive, ce)))
+        if self.dense_ce_weight and "dense_logits" in outputs:
+            dense_ce = self.dense_ce(outputs["dense_logits"], outputs["dense_labels"])
+            terms["dense_ce"] = dense_ce
+            terms["dense_pixels"] = (outputs["dense_labels"] > 0).sum().to(dense_ce.dtype)  # labelled pixels learned
+            terms["loss"] = total + self.dense_ce_weight * dense_ce
+        return terms
 
 
 class EpsSegTrainerLoss(EpsSegLoss):

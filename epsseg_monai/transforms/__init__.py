@@ -20,6 +20,7 @@ from .prior_adjustment import (
     em_class_priors,
 )
 from .save_segmentation import SaveSegmentationD, SaveSegmentationd, SaveSegmentationDict, probabilities_to_labels
+from .self_training import DensePseudoLabels, DensePseudoLabelsD, DensePseudoLabelsd, DensePseudoLabelsDict
 from .sparse_patch import (
     RandSparseLabelPatch,
     RandSparseLabelPatchD,
@@ -31,6 +32,10 @@ from .sparse_split import SplitSparseLabels, SplitSparseLabelsD, SplitSparseLabe
 
 __all__ = [
     "AdjustClassPriors",
+    "DensePseudoLabels",
+    "DensePseudoLabelsD",
+    "DensePseudoLabelsDict",
+    "DensePseudoLabelsd",
     "AdjustClassPriorsD",
     "AdjustClassPriorsDict",
     "AdjustClassPriorsd",

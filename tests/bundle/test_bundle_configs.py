@@ -292,3 +292,49 @@ def test_preset_with_time_limit_stops_training(tmp_path):
     assert "Reached the time limit" in log
     assert "until 1000 epochs" in log, "the preset's schedule was not applied"
     assert (tmp_path / "b" / "models" / "model_last.pt").is_file()
+
+
+#: ε-Seg+ options on the tiny networks: fine-detail head (unmasked centre features) and the dense cross-entropy
+PLUS = {"head_fine_levels": [0, 1], "fine_head_unmasked": True, "dense_ce_weight": 1.0}
+
+
+@pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
+def test_eps_seg_plus_trains_and_predicts(tmp_path, dims):
+    """The ε-Seg+ options train through the bundle (dense cross-entropy on crops) and predict every pixel."""
+    shape = (40, 44) if dims == 2 else (14, 16, 15)
+    data = make_dataset(tmp_path / "data", shape)
+    net = {**(TINY_2D if dims == 2 else TINY_3D), **PLUS, "dense_crop_size": 24 if dims == 2 else 12}
+    common = {**net, "bundle_root": str(tmp_path / "b"), "num_classes": 3, "class_names": ["x", "y", "z"]}
+    log = check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), **common, **SCHEDULE))
+    assert "train_dense_ce" in log and "train_dense_pixels" in log and "val_mean_dice" in log
+    out = tmp_path / "pred"
+    check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"), output_dir=str(out),
+                 **{k: v for k, v in common.items() if k not in ("dense_crop_size",)}))  # fmt: skip
+    pred = tifffile.imread(out / "v.tif")
+    assert pred.shape == shape and pred.min() >= 1 and pred.max() <= 3
+
+
+def test_dense_crop_size_is_checked(tmp_path):
+    data = make_dataset(tmp_path / "data", (40, 44))
+    result = bundle("training", "train.json", tmp_path, dataset_dir=str(data), bundle_root=str(tmp_path / "b"),
+                    num_classes=3, class_names=["x", "y", "z"], **TINY_2D, **SCHEDULE, **PLUS,
+                    dense_crop_size=25)  # fmt: skip
+    assert result.returncode != 0 and "dense_crop_size=25" in result.stdout + result.stderr
+
+
+def test_self_training_overlay(tmp_path):
+    """``self_train.json``: phase 1, dense pseudo-labels, self-training; ``model.pt`` is the better phase's model."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "self_train.json")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs,
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]  # fmt: skip
+    values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
+              "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE, **PLUS, "dense_crop_size": 24,
+              "self_training_crop_size": 32, "self_training_batch_size": 2, "self_training_epochs": 2,
+              "self_training_time_limit": 0, "pseudo_label_threshold": 0.4}  # fmt: skip
+    log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    models = tmp_path / "b" / "models"
+    for name in ("model.pt", "model_supervised.pt", "model_self_training_last.pt"):
+        assert (models / name).is_file(), name
+    assert "is the first phase's model again" in log or "The second phase's model" in log
+    assert log.count("Metrics -- val_mean_dice:") == 4  # 2 epochs of each phase

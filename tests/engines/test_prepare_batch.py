@@ -124,3 +124,45 @@ def test_evaluator_predicts_only_labelled_pixels() -> None:
     metric(pred, label)
     assert evaluator.state.metrics["val_dice"] == pytest.approx(metric.aggregate().item(), nan_ok=True)
     assert {"val_dice_class1", "val_dice_class2", "val_dice_class3"} <= set(evaluator.state.metrics)
+
+
+def test_eps_seg_batch_passes_crops_and_unmasked_patches_to_the_network() -> None:
+    """Crops for the dense cross-entropy and the unmasked patches reach the network as keyword arguments."""
+    data = train_batch()
+    data["dense_image"] = torch.randn(4, 1, 24, 24)
+    data["dense_label"] = torch.randint(0, 4, (4, 1, 24, 24)).float()
+    inputs, targets, args, kwargs = PrepareEpsSegBatch(unmasked_fine=True)(data, device="cpu")
+    assert torch.equal(inputs, data["image"]) and args == ()
+    assert set(kwargs) == {"dense_inputs", "dense_labels", "unmasked"}
+    assert torch.equal(kwargs["dense_inputs"], data["dense_image"])
+    assert kwargs["dense_labels"].dtype == torch.long
+    assert torch.equal(kwargs["unmasked"], data["target"])
+    del data["dense_label"]
+    with pytest.raises(KeyError, match="dense_label"):
+        PrepareEpsSegBatch()(data)
+
+
+def test_trainer_runs_the_dense_cross_entropy_of_eps_seg_plus() -> None:
+    """A ``SupervisedTrainer`` step with crops: the network's dense pass and the dense term of the loss run."""
+    net = EpsSegHVAE(2, 1, 3, num_filters=8, num_blocks=1, latent_channels=4, patch_size=16, head_window=4,
+                     num_levels=2, head_fine_levels=(0, 1))  # fmt: skip
+    batch = train_batch()
+    crops = torch.randn(4, 1, 24, 24)
+    labels = torch.zeros(4, 1, 24, 24)
+    labels[:, 0, 12, 12] = torch.tensor([1.0, 2.0, 3.0, 1.0])
+    labels[0, 0, 10, 15] = 2
+    batch.update({"dense_image": crops, "dense_label": labels})
+    loss = EpsSegTrainerLoss(dense_ce_weight=1.0, mask_size=3)
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=[batch],
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), 1e-3),
+        loss_function=loss,
+        prepare_batch=PrepareEpsSegBatch(unmasked_fine=True),
+        decollate=False,
+    )
+    trainer.run()
+    assert loss.terms["dense_pixels"].item() == 5  # every labelled crop pixel inside the valid region
+    assert torch.isfinite(loss.terms["dense_ce"])

@@ -18,6 +18,7 @@ from torch import nn
 
 from epsseg_monai.inferers import DenseInferer, PatchCenterInferer, class_entropy
 from epsseg_monai.networks import EpsSegHVAE
+from epsseg_monai.networks.nets.phase_tree import PhaseTree
 
 #: (spatial dims) -> (training patch size, head window) of the tiny networks.
 CASES = {2: (16, 4), 3: (8, 2)}
@@ -28,9 +29,10 @@ CONV_GAIN = 2.0
 FACTOR = 4
 
 
-def network(spatial_dims: int, seed: int = 0) -> EpsSegHVAE:
+def network(spatial_dims: int, seed: int = 0, **kwargs) -> EpsSegHVAE:
     """A tiny ε-Seg network in eval mode, with random batch-norm statistics and affine parameters."""
     patch, window = CASES[spatial_dims]
+    kwargs.setdefault("patch_size", patch)
     torch.manual_seed(seed)
     net = EpsSegHVAE(
         spatial_dims,
@@ -40,8 +42,8 @@ def network(spatial_dims: int, seed: int = 0) -> EpsSegHVAE:
         num_filters=8,
         num_blocks=1,
         latent_channels=4,
-        patch_size=patch,
         head_window=window,
+        **kwargs,
     )
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -150,13 +152,13 @@ def test_training_patch_context_differs(net: EpsSegHVAE) -> None:
 def stage_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
     """Record the spatial shape of every stage input evaluated by the inferer."""
     rows: list[tuple[int, ...]] = []
-    original = DenseInferer._stage
+    original = PhaseTree.stage
 
-    def counting(net: nn.Module, level: int, x: torch.Tensor, phase: Sequence[int]) -> torch.Tensor:
+    def counting(self: PhaseTree, level: int, x: torch.Tensor, phase: Sequence[int], with_stem: bool = True):
         rows.append(tuple(x.shape[2:]))
-        return original(net, level, x, phase)
+        return original(self, level, x, phase, with_stem)
 
-    monkeypatch.setattr(DenseInferer, "_stage", staticmethod(counting))
+    monkeypatch.setattr(PhaseTree, "stage", counting)
     return rows
 
 
@@ -181,13 +183,13 @@ def test_stage_tiles_split_every_axis_in_3d() -> None:
     net = network(3)
     x = torch.randn((1, 1, 50, 46, 54), generator=torch.Generator().manual_seed(4))
     phase = (1, 0, 1)
-    inferer = DenseInferer(max_slab_voxels=2000)
-    rows = inferer._tiles(net, 0, x, phase)
+    tree = PhaseTree(net, max_slab_voxels=2000)
     out_sizes = [-(-(s - p) // 2) for s, p in zip(x.shape[2:], phase)]
+    rows = tree.rows(x.shape[2:], out_sizes, 2, tree.stage_radius(0), net.bottom_up[0][0].out_channels)
     assert all(r < m for r, m in zip(rows, out_sizes)), (rows, out_sizes)
     with torch.no_grad():
-        tiled = inferer._run_stage(net, 0, x, phase)
-        whole = DenseInferer._stage(net, 0, x, phase)
+        tiled = tree.run_stage(0, x, phase)
+        whole = tree.stage(0, x, phase)
     torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-5)
 
 
@@ -198,15 +200,20 @@ def test_tiles_fit_the_budget(dims: int, side: int, budgets: tuple[int, ...]) ->
     x = torch.zeros((1, 1) + (side,) * dims)
     width = net.bottom_up[0][0].out_channels
     assert side**dims * width > max(budgets) * 64  # the whole map does not fit: tiling is needed
+
+    def stage_rows(budget: int | None, phase: tuple[int, ...]) -> list[int]:
+        tree = PhaseTree(net, max_slab_voxels=budget)
+        out_sizes = [-(-(side - p) // 2) for p in phase]
+        return tree.rows(x.shape[2:], out_sizes, 2, tree.stage_radius(0), width)
+
     for budget in budgets:
-        inferer = DenseInferer(max_slab_voxels=budget)
-        halo = inferer._stage_radius(net, 0)
-        rows = inferer._tiles(net, 0, x, (0,) * dims)
+        halo = PhaseTree(net).stage_radius(0)
+        rows = stage_rows(budget, (0,) * dims)
         assert math.prod(min(side, 2 * r + 2 * halo + 1) for r in rows) * width <= budget * 64
         assert max(rows) <= 2 * min(rows)  # near-cubic tiles
     # a budget below one output row plus its halo falls back to the thinnest tiles; None means one piece
-    assert DenseInferer(max_slab_voxels=1)._tiles(net, 0, x, (0,) * dims) == [1] * dims
-    assert DenseInferer(max_slab_voxels=None)._tiles(net, 0, x, (1,) * dims) == [side // 2] * dims
+    assert stage_rows(1, (0,) * dims) == [1] * dims
+    assert stage_rows(None, (1,) * dims) == [side // 2] * dims
 
 
 def test_default_slabs_equal_one_piece(net2d: EpsSegHVAE) -> None:

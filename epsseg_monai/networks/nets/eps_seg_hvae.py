@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.networks.layers.factories import Act, Conv
 from torch import nn
 
@@ -13,6 +15,8 @@ from epsseg_monai.networks.blocks.gmm_prior import GMMPrior
 from epsseg_monai.networks.blocks.receptive_field import receptive_field_radius
 from epsseg_monai.networks.blocks.residual import GatedResidualBlock
 from epsseg_monai.networks.blocks.segmentation_head import SegmentationHead
+from epsseg_monai.networks.nets.phase_tree import PhaseTree
+from epsseg_monai.utils import center_index
 
 __all__ = ["EpsSegHVAE"]
 
@@ -43,7 +47,8 @@ class EpsSegHVAE(nn.Module):
     :class:`GMMPrior`; each lower level gets a prior ``p(z_l|z_>l)`` from the top-down features and a
     posterior ``q(z_l|x, z_>l)`` from the merge of top-down and bottom-up features (analytic KL). The
     decoder ends at full resolution with a 3x3 conv to the image channels (mean of a fixed-variance Gaussian
-    likelihood). The :class:`SegmentationHead` reads the centre window of the top-level posterior means.
+    likelihood). The :class:`SegmentationHead` reads the centre window of the top-level posterior means; with
+    ``head_fine_levels`` (ε-Seg+) it also reads the finer levels' bottom-up features at the centre pixel.
     With ``reconstruct_center`` the last top-down level and the decoder run only on the centre of the patch
     that the inpainting loss reads (plus their receptive margin), see :meth:`reconstruction_size`.
 
@@ -51,7 +56,8 @@ class EpsSegHVAE(nn.Module):
     needs; in eval mode it returns the class logits ``(B, C)`` of each patch's centre pixel as a plain
     tensor (only the bottom-up path, the top posterior and the head run), so ``torch.jit.trace`` and
     ``monai.bundle verify_net_in_out`` work. :meth:`forward_train` returns the dict in either mode (for
-    validation losses without dropout or sampling).
+    validation losses without dropout or sampling). :meth:`forward_dense` gives the logits of every pixel of a
+    whole image (or crop) at once, exactly those of the patch centred on each pixel (:class:`PhaseTree`).
 
     Args:
         spatial_dims: number of spatial dimensions, 2 or 3.
@@ -78,6 +84,10 @@ class EpsSegHVAE(nn.Module):
             centre ``reconstruct_center`` region equals the full reconstruction's; in training mode batch norm
             then takes its statistics from the cropped region. Latents, KL, contrastive loss and head are
             unchanged.
+        head_fine_levels: the fine-detail head of ε-Seg+ (not in the paper): levels whose bottom-up features at
+            the centre pixel the head reads besides the top latent window; ``0`` is the stem (full resolution),
+            ``l`` the output of bottom-up level ``l`` (resolution ``1/2**l``, ``num_levels`` the top one). Empty
+            (default): the reference head. ``patch_size // 2`` must be a multiple of ``2**max(head_fine_levels)``.
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class EpsSegHVAE(nn.Module):
         act: str = "elu",
         norm: str | None = "batch",
         reconstruct_center: int | None = None,
+        head_fine_levels: Sequence[int] = (),
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -117,6 +128,15 @@ class EpsSegHVAE(nn.Module):
             raise ValueError(
                 f"reconstruct_center must be None or in [1, patch_size={patch_size}], got {reconstruct_center}."
             )
+        fine_levels = tuple(sorted({int(level) for level in head_fine_levels}))
+        if any(not 0 <= level <= num_levels for level in fine_levels):
+            raise ValueError(f"head_fine_levels must be in 0..num_levels={num_levels}, got {list(head_fine_levels)}.")
+        if fine_levels and center_index(patch_size) % 2 ** fine_levels[-1]:
+            raise ValueError(
+                f"The fine-detail head reads level {fine_levels[-1]} at the centre pixel, which needs patch_size // 2 "
+                f"to be a multiple of {2 ** fine_levels[-1]}; got patch_size={patch_size}."
+            )
+        self.head_fine_levels = fine_levels
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.num_classes = num_classes
@@ -173,7 +193,14 @@ class EpsSegHVAE(nn.Module):
         # (without its upsampling) and of the decoder.
         self._top_down_radius = receptive_field_radius(self.top_down[0][:-1])
         self._decoder_radius = receptive_field_radius(self.decoder_out)
-        self.head = SegmentationHead(spatial_dims, latent_channels, num_classes, head_window, head_hidden)
+        self.head = SegmentationHead(
+            spatial_dims,
+            latent_channels,
+            num_classes,
+            head_window,
+            head_hidden,
+            fine_channels=[num_filters] * len(fine_levels),
+        )
 
     # ------------------------------------------------------------------ helpers
     def _check_input(self, x: torch.Tensor, full: bool) -> None:
@@ -225,10 +252,11 @@ class EpsSegHVAE(nn.Module):
             return mu
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def bottom_up_pass(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Bottom-up features of every level (index 0 = bottom, resolution ``/2``)."""
+    def bottom_up_pass(self, x: torch.Tensor, with_stem: bool = False) -> list[torch.Tensor]:
+        """Bottom-up features of every level (index 0 = bottom, resolution ``/2``); with ``with_stem`` the stem's
+        output (full resolution) comes first, so that index ``l`` is fine level ``l`` of ``head_fine_levels``."""
         h = self.stem(x)
-        features = []
+        features = [h] if with_stem else []
         for level in self.bottom_up:
             h = level(h)
             features.append(h)
@@ -239,20 +267,115 @@ class EpsSegHVAE(nn.Module):
         self._check_input(x, full=False)
         return self.top_posterior(self.bottom_up_pass(x)[-1])
 
+    def center_features(
+        self, features: Sequence[torch.Tensor], center: Sequence[int] | None = None
+    ) -> list[torch.Tensor]:
+        """The fine-detail head's inputs: each level of ``head_fine_levels`` at the patch's centre pixel.
+
+        Args:
+            features: the output of :meth:`bottom_up_pass` with ``with_stem=True`` (stem first; deeper levels
+                than the largest fine level may be left out).
+            center: the centre pixel per spatial axis (default: ``size // 2`` of the input, the convention of
+                every component); each must be a cell centre of every fine level (a multiple of ``2**level``).
+
+        Returns:
+            one ``B ch [1]*spatial_dims`` map per fine level (the cell centred on the centre pixel).
+        """
+        spatial = features[0].shape[2:]
+        center = [center_index(s) for s in spatial] if center is None else list(center)
+        out = []
+        for level in self.head_fine_levels:
+            index = []
+            for c in center:
+                if c % 2**level:
+                    raise ValueError(
+                        f"The centre pixel {c} is not a cell centre of fine level {level}; use patches whose half "
+                        f"side is a multiple of {2**level}."
+                    )
+                index.append(slice(c // 2**level, c // 2**level + 1))
+            out.append(features[level][(slice(None), slice(None), *index)])
+        return out
+
+    def fine_radius(self) -> int:
+        """Receptive-field radius in pixels of the deepest fine level's cell (0 without a fine-detail head)."""
+        if not self.head_fine_levels:
+            return 0
+        tree = PhaseTree(self)
+        radius = tree.stem_radius()
+        for level in range(self.head_fine_levels[-1]):
+            radius += 2**level * tree.stage_radius(level, with_stem=False)
+        return radius
+
+    def unmasked_center_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The fine-detail head's inputs computed from unmasked patches, on their centre region only.
+
+        Training patches are masked at the centre (the inpainting task), but prediction sees the whole image:
+        a head that reads the centre pixel's fine features would learn them without the pixel itself. This
+        computes them from the unmasked patches instead, on the centre crop that holds their receptive field
+        (for the stem and the first bottom-up level a small fraction of the patch), so they equal the
+        prediction-time features (in eval mode exactly).
+
+        Args:
+            x: unmasked patches ``B in_channels [spatial]``, centre pixel at ``size // 2``.
+        """
+        top = self.head_fine_levels[-1]
+        step = 2**top
+        half = -(-self.fine_radius() // step) * step
+        crop, center = [], []
+        for size in x.shape[2:]:
+            c = center_index(size)
+            lo, hi = max(0, c - half), min(size, c + half + 1)
+            crop.append(slice(lo, hi))
+            center.append(c - lo)
+        h = self.stem(x[(slice(None), slice(None), *crop)])
+        features = [h]
+        for level in self.bottom_up[:top]:
+            h = level(h)
+            features.append(h)
+        return self.center_features(features, center)
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Centre-pixel logits ``(B, C)`` of (unmasked) patches: bottom-up path, top posterior means, head."""
+        self._check_input(x, full=False)
+        features = self.bottom_up_pass(x, with_stem=True)
+        mu = self.top_posterior(features[-1])[0]
+        return self.head(mu, self.center_features(features))
+
     # ------------------------------------------------------------------ forward
-    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """Full ladder pass.
+    def forward_train(
+        self,
+        x: torch.Tensor,
+        dense_inputs: torch.Tensor | None = None,
+        dense_labels: torch.Tensor | None = None,
+        unmasked: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Full ladder pass, and optionally the dense pass over unmasked crops (ε-Seg+).
 
         Args:
             x: (masked) image patches, shape ``B in_channels [spatial]``.
+            unmasked: optional unmasked patches (like ``x``): the fine-detail head then reads its centre features
+                from them (:meth:`unmasked_center_features`) while everything else sees the masked ``x``.
+            dense_inputs: optional unmasked crops ``B' in_channels [crop]`` for the dense cross-entropy: their
+                valid dense pass (:meth:`forward_dense` with ``pad_mode=None``) is computed at the labelled pixels
+                of ``dense_labels`` only.
+            dense_labels: sparse labels of the crops, ``B' [crop]`` or ``B' 1 [crop]`` (``0`` = unlabelled).
 
         Returns:
             dict with ``logits`` (B, C); ``reconstruction`` (like ``x``); per level from bottom to top,
             ``mu``/``logvar`` (posterior, BZ[spatial/2**(l+1)]), ``z`` (samples; the means in eval mode) and
-            ``prior_mu``/``prior_logvar`` (prior of the level; for the top level the GMM components, (C, Z)).
+            ``prior_mu``/``prior_logvar`` (prior of the level; for the top level the GMM components, (C, Z));
+            with crops also ``dense_logits`` ``B' C [valid]`` and ``dense_labels`` ``B' [valid]``, the crops'
+            labels on the same valid region.
         """
         self._check_input(x, full=True)
-        features = self.bottom_up_pass(x)
+        features = self.bottom_up_pass(x, with_stem=True)
+        if unmasked is not None and self.head_fine_levels:
+            if unmasked.shape != x.shape:
+                raise ValueError(f"unmasked patches {tuple(unmasked.shape)} must match the inputs {tuple(x.shape)}.")
+            fine = self.unmasked_center_features(unmasked)
+        else:
+            fine = self.center_features(features)
+        features = features[1:]
         # Filled from the top level down, reversed at the end (index 0 = bottom).
         mu, logvar = self.top_posterior(features[-1])
         z = self._sample(mu, logvar)
@@ -267,13 +390,112 @@ class EpsSegHVAE(nn.Module):
             levels.append((mu, logvar, z, p_mu, p_logvar))
             h = h + self.from_latent[level](z)
         per_key = {key: list(values[::-1]) for key, values in zip(LEVEL_KEYS, zip(*levels))}
-        return {"logits": self.head(per_key["mu"][-1]), "reconstruction": self._top_down_bottom(h), **per_key}
+        logits = self.head(per_key["mu"][-1], fine)
+        out = {"logits": logits, "reconstruction": self._top_down_bottom(h), **per_key}
+        if dense_inputs is not None:
+            out.update(self.dense_training_pass(dense_inputs, dense_labels))
+        return out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
+    def dense_training_pass(self, inputs: torch.Tensor, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Logits at the labelled pixels of unmasked crops: ``dense_logits`` and ``dense_labels`` (valid region).
+
+        The valid dense pass of a crop gives the logits of the pixels at least ``before`` / ``after``
+        (:meth:`dense_padding`) from its borders; labels outside that region are not used.
+        """
+        if labels is None:
+            raise ValueError("dense_inputs need dense_labels (the crops' sparse label maps).")
+        if labels.ndim == inputs.ndim:
+            labels = labels[:, 0]
+        if labels.shape != (inputs.shape[0], *inputs.shape[2:]):
+            raise ValueError(
+                f"dense_labels must be B[crop] or B1[crop] matching dense_inputs {tuple(inputs.shape)}, "
+                f"got {tuple(labels.shape)}."
+            )
+        span = (self.head.window - 1) * self.downsampling_factor
+        pads = self.dense_padding()
+        region = tuple(slice(before, before + s - span) for (before, _), s in zip(pads, inputs.shape[2:]))
+        if any(r.stop <= r.start for r in region):
+            raise ValueError(f"Crops {tuple(inputs.shape[2:])} are too small for a valid dense pass (need > {span}).")
+        labels = labels[(slice(None), *region)].long()
+        logits = self.forward_dense(inputs, pad_mode=None, needed=labels > 0)
+        return {"dense_logits": logits, "dense_labels": labels}
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        dense_inputs: torch.Tensor | None = None,
+        dense_labels: torch.Tensor | None = None,
+        unmasked: torch.Tensor | None = None,
+    ) -> torch.Tensor | dict[str, torch.Tensor | list[torch.Tensor]]:
         """Training mode: the dict of :meth:`forward_train`. Eval mode: centre-pixel class logits ``(B, C)``."""
         if self.training:
-            return self.forward_train(x)
-        return self.head(self.encode_top(x)[0])
+            return self.forward_train(x, dense_inputs, dense_labels, unmasked)
+        return self.classify(x)
+
+    # ------------------------------------------------------------------ dense pass
+    def dense_padding(self, patch_size: Sequence[int] | int | None = None) -> list[tuple[int, int]]:
+        """``(before, after)`` per spatial axis: the extent of a training patch around its centre pixel.
+
+        :meth:`forward_dense` pads the image by it, and a valid pass over a crop gives the logits of the pixels
+        at least ``before`` / ``after`` from its start / end.
+        """
+        return PhaseTree(self, patch_size).pads
+
+    def dense_receptive_field(self, patch_size: Sequence[int] | int | None = None) -> int:
+        """Radius in pixels of the input region one output pixel of :meth:`forward_dense` depends on."""
+        return PhaseTree(self, patch_size).receptive_field()
+
+    def forward_dense(
+        self,
+        x: torch.Tensor,
+        pad_mode: str | None = "reflect",
+        needed: torch.Tensor | None = None,
+        patch_size: Sequence[int] | int | None = None,
+        max_slab_voxels: int | None = None,
+        progress: Any = None,
+    ) -> torch.Tensor:
+        """Class logits of every pixel of ``x``: exactly the centre-pixel logits of the patch around each pixel.
+
+        Computed as a phase tree (:class:`~epsseg_monai.networks.nets.phase_tree.PhaseTree`): the cost of a few
+        plain passes over the image instead of one pass per pixel. What differs from the patch-by-patch result is
+        only context: a feature cell near the border of a lone patch sees zero padding, here it sees the image.
+        Gradients flow (a training pass on crops, with ``needed`` for sparse labels).
+
+        Args:
+            x: ``B in_channels [spatial]`` images (any size; no divisibility needed).
+            pad_mode: pad the image border by :meth:`dense_padding` with this ``torch.nn.functional.pad`` mode
+                (``reflect``, as the training sampler; ``replicate`` is used where reflect cannot reach) so the
+                output has the input's size; ``None``: a valid pass, the output is smaller by ``before + after``
+                per axis and its position ``o`` is input pixel ``o + before``.
+            needed: optional boolean ``B [output spatial]`` mask; sub-trees without a needed position are skipped
+                (their logits are 0; other positions of a computed sub-grid get their logits too).
+            patch_size: training patch size that defines each pixel's context (``None``: ``self.patch_size``).
+            max_slab_voxels: evaluate each stage in tiles whose largest map has at most this many voxels x
+                channels / 64 (exact in eval mode; leave ``None`` in training mode, batch norm).
+            progress: a progress bar updated once per sub-grid.
+
+        Returns:
+            ``B C [output spatial]`` logits.
+        """
+        self._check_input(x, full=False)
+        tree = PhaseTree(self, patch_size, max_slab_voxels, progress)
+        spatial = tuple(x.shape[2:])
+        if pad_mode is None:
+            return tree.logits(x, needed)
+        mode = pad_mode
+        if mode == "reflect" and any(max(p) >= s for p, s in zip(tree.pads, spatial)):
+            mode = "replicate"  # torch cannot reflect by more than the image side
+        flat = [v for p in reversed(tree.pads) for v in p]
+        padded = F.pad(x, flat, mode=mode) if any(flat) else x
+        if needed is not None:  # the valid pass may give extra positions at the end (head window before the centre)
+            span = (self.head.window - 1) * self.downsampling_factor
+            extra = [n - span - s for n, s in zip(padded.shape[2:], spatial)]
+            if any(extra):
+                grown = needed.new_zeros((needed.shape[0], *(s + e for s, e in zip(spatial, extra))))
+                grown[(slice(None), *(slice(0, s) for s in spatial))] = needed
+                needed = grown
+        out = tree.logits(padded, needed)
+        return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
 
     def latent_sizes(self, patch_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:
         """Spatial sizes of the latent maps of every level (bottom to top) for a patch of ``patch_size``."""
