@@ -188,7 +188,7 @@ def run_epsseg(
             probs = inferer(x, net)[0]
             t_plain += time.perf_counter() - t
             preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
-            if key == "epsseg" and args.tta:
+            if key == "epsseg" and getattr(args, "tta", True):
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
                 t = time.perf_counter()
@@ -198,7 +198,7 @@ def run_epsseg(
                 augmented_adjusted.append(adjust(tta_probs).argmax(0).numpy().astype(np.int64) + 1)
         outcomes[key] = preds
         pred_s[key] = t_plain / len(ds.test_images)
-        if key == "epsseg" and args.tta:
+        if key == "epsseg" and getattr(args, "tta", True):
             outcomes["epsseg_tta"], pred_s["epsseg_tta"] = augmented, t_tta / len(ds.test_images)
             outcomes["epsseg_prior"], pred_s["epsseg_prior"] = adjusted, pred_s[key]
             outcomes["epsseg_tta_prior"], pred_s["epsseg_tta_prior"] = augmented_adjusted, pred_s["epsseg_tta"]
@@ -231,7 +231,7 @@ def run_baseline(
     train_s = time.perf_counter() - t
     outcomes, train_times, pred_times = {}, {}, {}
     for point in curve or [None]:
-        key = method if point is None else f"{method}@{point:.0f}s"
+        key = method if point is None else f"{method}@{point:g}s"
         t = time.perf_counter()
         if point is None:
             outcomes[key] = [np.asarray(model.predict(image)).astype(np.int64) for image in ds.test_images]
@@ -250,9 +250,9 @@ def run_epsseg_curve(
     outcomes, train_times, pred_times, vals = {}, {}, {}, {}
     for point in curve:
         run_args = argparse.Namespace(**{**vars(args), "budget": point, "epsseg_budget": None, "tta": False})
-        work = folder / f"epsseg_{point:.0f}s"
+        work = folder / f"epsseg_{point:g}s"
         out, train_s, pred_s = run_epsseg(ds, run_args, work)
-        key = f"epsseg@{point:.0f}s"
+        key = f"epsseg@{point:g}s"
         outcomes[key], train_times[key], pred_times[key] = out["epsseg"], train_s, pred_s["epsseg"]
         vals[key] = best_validation(work / "train.log")
     return outcomes, train_times, pred_times, vals

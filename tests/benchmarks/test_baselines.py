@@ -323,3 +323,49 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
     probs = DihedralInferer(DenseInferer(16))(x, net.eval())[0]
     np.testing.assert_array_equal(outcomes["epsseg_tta_prior"][0], AdjustClassPriors()(probs).argmax(0).numpy() + 1)
     np.testing.assert_array_equal(outcomes["epsseg_tta"][0], probs.argmax(0).numpy() + 1)
+
+
+def test_unet_snapshots_are_the_weights_at_those_times() -> None:
+    """``fit(snapshot_times=...)`` keeps the weights at each time; times past the end get the final weights."""
+    image, dense = disks(4, size=48)
+    model = UNetBaseline(2, time_budget_s=None, max_steps=4, batch_size=2, **SMALL_UNET)
+    model.fit([image], [clicks(dense, 10, seed=0)], snapshot_times=[0.0, 1e6])
+    assert sorted(model.snapshots) == [0.0, 1e6]
+    untrained = UNetBaseline(2, time_budget_s=None, max_steps=0, batch_size=2, **SMALL_UNET)
+    untrained.fit([image], [clicks(dense, 10, seed=0)])  # same seed: the same initial weights
+    np.testing.assert_array_equal(model.predict(image, snapshot=0.0), untrained.predict(image))
+    np.testing.assert_array_equal(model.predict(image, snapshot=1e6), model.predict(image))
+    initial = model.snapshots[0.0]
+    assert any(not torch.equal(initial[k], v) for k, v in model.net.state_dict().items())  # it trained
+    with pytest.raises(KeyError, match="no snapshot at 5"):
+        model.predict(image, snapshot=5.0)
+
+
+def test_accuracy_curve_rows_and_plot(tmp_path: Path) -> None:
+    """``--curve``: a U-Net row per budget from one run, and the learning-curve PNG of the ``method@Ts`` rows."""
+    import argparse
+
+    from PIL import Image
+
+    from benchmarks.accuracy import learning_curve_plot, run_baseline
+    from benchmarks.baselines.data import BenchmarkDataset
+
+    pairs = [disks(seed, size=48, count=3) for seed in range(3)]
+    images, dense = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    sparse = np.stack([clicks(d, per_class=12, seed=i) for i, d in enumerate(dense[:2])])
+    ds = BenchmarkDataset("toy", ("background", "disk"), images[:2], sparse, dense[:2], images[2:], dense[2:],
+                          ["0", "1"], ["2"])  # fmt: skip
+    args = argparse.Namespace(budget=1.0, seed=0, threads=1)
+    outcomes, train_s, pred_s = run_baseline("unet_sparse", ds, args, curve=[0.0, 0.5])
+    assert set(outcomes) == set(train_s) == set(pred_s) == {"unet_sparse@0s", "unet_sparse@0.5s"}
+    assert train_s["unet_sparse@0s"] == 0.0 and 0.0 < train_s["unet_sparse@0.5s"] <= 0.5
+    for labels in outcomes.values():
+        assert len(labels) == 1 and labels[0].shape == (48, 48) and set(np.unique(labels[0])) <= {1, 2}
+    rows = {
+        "epsseg@300s": {"mean_dice": 0.7}, "epsseg@900s": {"mean_dice": 0.75},
+        "unet_sparse@300s": {"mean_dice": 0.6}, "unet_sparse@900s": {"mean_dice": 0.8}, "forest": {"mean_dice": 0.65},
+    }  # fmt: skip
+    assert learning_curve_plot(rows, "toy", tmp_path / "curve.png")
+    assert Image.open(tmp_path / "curve.png").size[0] > 300
+    assert not learning_curve_plot({"forest": {"mean_dice": 0.6}}, "toy", tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
