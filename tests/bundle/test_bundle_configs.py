@@ -135,10 +135,15 @@ def test_training_names_the_bad_label_file(tmp_path):
     labels = tifffile.imread(bad)
     labels[0, 0] = 7
     tifffile.imwrite(bad, labels)
+    stats = tmp_path / "b" / "models" / "intensity_stats.json"  # a user's earlier run: must survive a failed one
+    stats.parent.mkdir(parents=True)
+    stats.write_text('{"mean": [1.0], "std": [2.0]}')
     result = bundle("training", "train.json", tmp_path, dataset_dir=str(data), bundle_root=str(tmp_path / "b"),
                     num_classes=3, class_names=["x", "y", "z"], **TINY_2D, **SCHEDULE)  # fmt: skip
     assert result.returncode != 0
     assert "b.tif" in result.stdout + result.stderr and "num_classes=3" in result.stdout + result.stderr
+    assert stats.read_text() == '{"mean": [1.0], "std": [2.0]}'
+    assert sorted(p.name for p in stats.parent.iterdir()) == ["intensity_stats.json"]  # no weights written
 
 
 def test_seeded_point_split_without_val_folder(tmp_path):
