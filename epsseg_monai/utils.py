@@ -186,8 +186,8 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
             if tuple(state[name].shape) != tuple(value.shape):
                 raise ValueError(
                     f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
-                    f"there but {tuple(value.shape)} here. Pass the same --num_filters/--num_blocks/--num_levels/"
-                    "--latent_channels/--patch_size/--spatial_dims/--in_channels/--num_classes as in training."
+                    f"there but {tuple(value.shape)} here. Keep the network.json that training wrote next to it "
+                    "(the network's sizes), or, from Python, build the network with the training's sizes."
                 )
     return path
 
@@ -205,3 +205,36 @@ def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size") ->
             "so that the crop and its centre patch share the centre pixel."
         )
     return crop_size
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of ``error``'s chain (``__cause__``, else ``__context__``)."""
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        error = inner
+    return error
+
+
+def install_error_hook() -> None:
+    """Make the last line of a failed ``python -m monai.bundle run`` the cause's message, not the wrapper's.
+
+    MONAI's config parser wraps an error raised while it builds a component or evaluates an expression in
+    ``RuntimeError("Failed to instantiate component ...")``; the message that names the file and the fix (ours)
+    then sits far up the traceback. This hook prints the traceback as usual, then repeats the innermost error as
+    the last line. The bundle configs call it first thing in ``initialize``; calling it twice is harmless.
+    """
+    import sys
+
+    previous = sys.excepthook
+    if getattr(previous, "_epsseg_hook", False):
+        return
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
+        previous(exc_type, exc, tb)
+        cause = root_cause(exc)
+        if cause is not exc and not isinstance(cause, KeyboardInterrupt):
+            print(f"Error: {type(cause).__name__}: {cause}", file=sys.stderr)
+
+    hook._epsseg_hook = True  # type: ignore[attr-defined]
+    sys.excepthook = hook

@@ -89,3 +89,27 @@ def test_fast_bfloat16_reads_the_cpu_flags(tmp_path, monkeypatch, flags, expecte
 def test_fast_bfloat16_without_cpuinfo(tmp_path, monkeypatch):
     monkeypatch.setattr(utils, "CPUINFO", str(tmp_path / "missing"))  # e.g. macOS, Windows
     assert utils.fast_bfloat16(torch.device("cpu")) is False
+
+
+def test_root_cause_and_error_hook(capsys, monkeypatch):
+    """The hook repeats the innermost error as the last line (MONAI wraps ours in a RuntimeError)."""
+    import sys
+
+    from epsseg_monai.utils import install_error_hook, root_cause
+
+    try:
+        try:
+            raise ValueError("labels/b.tif holds id 7; use 1..3")
+        except ValueError as e:
+            raise RuntimeError("Failed to instantiate component 'monai.data.CacheDataset'") from e
+    except RuntimeError as e:
+        wrapped = e
+    assert str(root_cause(wrapped)) == "labels/b.tif holds id 7; use 1..3"
+    plain = ValueError("alone")
+    assert root_cause(plain) is plain
+    monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: print("traceback", file=sys.stderr))
+    install_error_hook()
+    install_error_hook()  # twice: one extra line, not two
+    sys.excepthook(RuntimeError, wrapped, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["traceback", "Error: ValueError: labels/b.tif holds id 7; use 1..3"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .image_io import image_stem, list_images
 
 __all__ = [
     "dataset_splits",
+    "label_coverage",
     "image_datalist",
     "intensity_statistics",
     "load_intensity_stats",
@@ -73,7 +75,8 @@ def sparse_datalist(
     if missing := sorted(set(images) - set(labels)):
         raise FileNotFoundError(
             f"No annotation in {root / label_dir} for image(s) {missing[:5]}; add a label map of the same name "
-            "(all zeros if the image has no annotation yet) or remove the image."
+            "with some labelled pixels (ids 1..C, 0 = unlabelled), or move images you have not annotated out of "
+            f"{root / image_dir}."
         )
     if orphans := sorted(set(labels) - set(images)):
         raise FileNotFoundError(
@@ -157,3 +160,69 @@ def load_intensity_stats(path: str | os.PathLike) -> dict[str, list[float]]:
     if not {"mean", "std"} <= set(stats):
         raise ValueError(f"{path} must hold 'mean' and 'std' lists; it holds {sorted(stats)}.")
     return stats
+
+
+def label_coverage(
+    splits: dict[str, Any],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    seed: int = 0,
+    key: str = "label",
+) -> dict[str, list[int]]:
+    """Labelled pixels per class in the training and the validation share, with a warning for each gap.
+
+    Training runs without these silently: a class with no training click is never learned; a class with no
+    validation point has a ``nan`` validation Dice; with no validation point at all every validation is ``nan``
+    and ``model.pt`` stays at the first epoch. Each case warns (``UserWarning``) with what to add.
+
+    Args:
+        splits: the output of :func:`dataset_splits` (a ``val/`` folder, or a held-out share of the points).
+        num_classes: class ids are ``1..num_classes``.
+        class_names: names for the messages (default: the ids).
+        seed: the seed of the held-out split (:class:`~epsseg_monai.transforms.SplitSparseLabels`).
+        key: the label key of the data lists.
+
+    Returns:
+        ``{"train": [n_1, ..., n_C], "val": [...]}``, labelled pixels per class.
+    """
+    from ..transforms.load_image import LoadMicroscopyImage
+    from ..transforms.sparse_split import SplitSparseLabels
+
+    load = LoadMicroscopyImage()
+    fraction = float(splits.get("holdout_fraction", 0.0))
+    counts = {}
+    for part in ("train", "val"):
+        split = SplitSparseLabels(fraction, part, seed) if fraction > 0 else None
+        total = np.zeros(num_classes + 1, dtype=np.int64)
+        for item in splits[part]:
+            label = np.asarray(load(item[key])).astype(np.int64).reshape(-1)
+            if split is not None:
+                label = np.asarray(split(label))
+            total += np.bincount(label[(label >= 0) & (label <= num_classes)], minlength=num_classes + 1)
+        counts[part] = total[1:].tolist()
+    names = [str(c) for c in range(1, num_classes + 1)]
+    if class_names is not None and len(class_names) == num_classes:
+        names = [str(n) for n in class_names]
+    where = "the val/ folder" if fraction == 0 else f"the held-out {fraction:.0%} of the clicks (--val_fraction)"
+    for c in range(num_classes):
+        if counts["train"][c] == 0:
+            warnings.warn(
+                f"Class {names[c]!r} (id {c + 1}) has no click in the training labels: the network cannot learn it. "
+                "Add clicks of that class, or set --num_classes / --class_names to the classes you labelled.",
+                stacklevel=2,
+            )
+    if sum(counts["val"]) == 0:
+        warnings.warn(
+            f"No validation point in {where}: every validation Dice will be nan and model.pt will keep the first "
+            "epoch's weights. Add at least 2 clicks per class (one stays in training), or a val/ folder.",
+            stacklevel=2,
+        )
+    else:
+        for c in range(num_classes):
+            if counts["val"][c] == 0 and counts["train"][c] > 0:
+                warnings.warn(
+                    f"Class {names[c]!r} (id {c + 1}) has no validation point in {where}: its validation Dice is "
+                    "nan. Add more clicks of that class (with one click it stays in training).",
+                    stacklevel=2,
+                )
+    return counts

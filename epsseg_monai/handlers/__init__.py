@@ -1,18 +1,24 @@
 """Ignite handlers: per-class sparse Dice, the ε-Seg loss terms, gradient clipping, semi-supervised schedule,
-learning-rate decay over a time budget."""
+learning-rate decay over a time budget, a resumable time budget, checkpoints that never lose progress."""
 
 from __future__ import annotations
 
+from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
 from .lr_time_decay import TimeBudgetLRDecay
 from .semi_supervised import SemiSupervisedScheduleHandler
 from .sparse_dice import SparseDiceHandler
+from .time_budget import TimeBudget
 
 __all__ = [
+    "BestModelSaver",
     "GradientClippingHandler",
     "LossTermsHandler",
     "SemiSupervisedScheduleHandler",
     "SparseDiceHandler",
+    "TimeBudget",
     "TimeBudgetLRDecay",
+    "TrainingCheckpoint",
+    "atomic_save",
 ]

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from .blocks import BlurPool, GatedResidualBlock, GMMPrior, SegmentationHead, gaussian_kl, receptive_field_radius
 from .nets import EpsSegHVAE
+from .network_config import NETWORK_FILE, load_network_config, save_network_config
 
 __all__ = [
+    "NETWORK_FILE",
     "BlurPool",
     "EpsSegHVAE",
     "GMMPrior",
     "GatedResidualBlock",
     "SegmentationHead",
     "gaussian_kl",
+    "load_network_config",
     "receptive_field_radius",
+    "save_network_config",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,11 @@ class SaveSegmentationd(MapTransform):
     in TIFF); with ``save_uncertainty`` the normalised entropy of the probabilities (0 = certain, 1 =
     uniform) goes to ``<input name>_entropy.<ext>``; with ``save_overlay`` a 2D input also gets
     ``<input name>_overlay.png``, the class colours over the image (see :func:`label_overlay`). A file is
-    never written over the input image itself.
+    never written over the input image itself, and an existing file (an earlier prediction, or a user's label
+    map of the same name) only with ``overwrite=True``. :meth:`check_outputs` makes the same checks for all
+    inputs before anything is predicted, and also refuses an output folder that is the input images' folder
+    or the ``labels`` folder beside it (the bundle's dataset layout), so that a run never replaces a user's
+    annotations.
 
     Args:
         keys: keys of the probability maps.
@@ -67,6 +71,7 @@ class SaveSegmentationd(MapTransform):
         save_probabilities: also write the probabilities.
         save_uncertainty: also write the per-pixel entropy map.
         save_overlay: also write a PNG preview of 2D predictions (ignored for 3D).
+        overwrite: replace files that already exist in ``output_dir`` (default: refuse, naming the file).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
 
@@ -78,6 +83,7 @@ class SaveSegmentationd(MapTransform):
         save_probabilities: bool = False,
         save_uncertainty: bool = False,
         save_overlay: bool = False,
+        overwrite: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -86,12 +92,66 @@ class SaveSegmentationd(MapTransform):
         self.save_probabilities = save_probabilities
         self.save_uncertainty = save_uncertainty
         self.save_overlay = save_overlay
+        self.overwrite = overwrite
 
-    def _target(self, src: str, postfix: str, ext: str | None = None) -> Path:
+    def output_paths(self, src: str | Path) -> list[Path]:
+        """The files written for input ``src`` (the overlay PNG is written for 2D inputs only)."""
+        src = str(src)
+        ext = ".nii.gz" if is_nifti(src) else ".tif"
+        postfixes = [("", ext)]
+        if self.save_probabilities:
+            postfixes.append(("_prob", ext))
+        if self.save_uncertainty:
+            postfixes.append(("_entropy", ext))
+        if self.save_overlay:
+            postfixes.append(("_overlay", ".png"))
+        return [self.output_dir / f"{image_stem(src)}{postfix}{e}" for postfix, e in postfixes]
+
+    def check_outputs(self, sources: Sequence[str | Path], input_dirs: Sequence[str | Path] = ()) -> None:
+        """Refuse, before anything is predicted, an output folder where this run would lose a user's files.
+
+        Args:
+            sources: the input images' paths.
+            input_dirs: folders the inputs come from (default: the sources' parents).
+
+        Raises:
+            FileExistsError: ``output_dir`` is an input folder or the ``labels`` folder beside one, two inputs
+                would write the same file, or a file to write exists and ``overwrite`` is off; the message names
+                the file and the fix.
+        """
+        out = self.output_dir.resolve()
+        folders = {Path(d).resolve() for d in input_dirs} | {Path(s).resolve().parent for s in sources}
+        for folder in sorted(folders):
+            protected = {folder: "the folder of the input images", folder.parent / "labels": "their label folder"}
+            if out in protected:
+                raise FileExistsError(
+                    f"--output_dir {self.output_dir} is {protected[out]}; predictions are never written there (they "
+                    "would replace images or annotations). Choose another --output_dir."
+                )
+        seen: dict[Path, str] = {}
+        for src in sources:
+            for path in self.output_paths(src):
+                if path in seen:
+                    raise FileExistsError(
+                        f"The inputs {seen[path]} and {src} would both be written to {path}; rename one of them."
+                    )
+                seen[path] = str(src)
+                if path.exists() and not self.overwrite:
+                    raise FileExistsError(
+                        f"{path} already exists (an earlier prediction?); pass --overwrite true to replace it, or "
+                        "choose another --output_dir."
+                    )
+
+    def _target(self, src: str, postfix: str, ext: str | None = None, written: set[Path] | None = None) -> Path:
         ext = ext or (".nii.gz" if is_nifti(src) else ".tif")
         path = self.output_dir / f"{image_stem(src)}{postfix}{ext}"
         if Path(src).exists() and path.exists() and path.resolve() == Path(src).resolve():
             raise FileExistsError(f"Refusing to overwrite the input image {src}; choose another --output_dir.")
+        if path.exists() and not self.overwrite and path not in (written or set()):
+            raise FileExistsError(
+                f"{path} already exists (an earlier prediction?); pass --overwrite true to replace it, or choose "
+                "another --output_dir."
+            )
         return path
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -104,6 +164,7 @@ class SaveSegmentationd(MapTransform):
         affine = meta.get("original_affine", meta.get("affine"))
         affine = None if affine is None else convert_to_numpy(affine)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        written: set[Path] = set()  # several keys write maps of one name: the last key's is kept
         for key in self.key_iterator(d):
             probs = convert_to_numpy(d[key]).astype(np.float32)
             labels = probabilities_to_labels(probs)
@@ -116,9 +177,12 @@ class SaveSegmentationd(MapTransform):
             if self.save_overlay and labels.ndim == 2 and image is not None:
                 from PIL import Image
 
-                Image.fromarray(label_overlay(image, labels)).save(self._target(str(src), "_overlay", ".png"))
+                path = self._target(str(src), "_overlay", ".png", written)
+                Image.fromarray(label_overlay(image, labels)).save(path)
+                written.add(path)
             for postfix, array, channels in outputs:
-                path = self._target(str(src), postfix)
+                path = self._target(str(src), postfix, written=written)
+                written.add(path)
                 if is_nifti(src):
                     _write_nifti(path, array, affine, channels)
                 else:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +110,28 @@ def test_inference_and_evaluate(trained):
     assert (evaluation / "dice.csv").read_text().splitlines()[0] == "image,x,y,z,mean,pixels"
 
 
+def test_inference_never_replaces_a_users_files(trained, tmp_path):
+    """Predicting into the label folder beside the input images is refused (the user's clicks keep their bytes);
+    a second run into a folder of earlier predictions is refused until ``--overwrite true``."""
+    data, common = trained["data"], trained["common"]
+    labels = data / "val" / "labels"
+    before = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in labels.iterdir()}
+    result = bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                    output_dir=str(labels), overwrite=True, **common)  # fmt: skip
+    assert result.returncode != 0 and "Choose another --output_dir" in result.stdout + result.stderr
+    assert {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in labels.iterdir()} == before
+    out = tmp_path / "pred"
+    out.mkdir()
+    (out / "v.tif").write_bytes(b"an earlier prediction")
+    result = bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                    output_dir=str(out), **common)  # fmt: skip
+    assert result.returncode != 0 and "--overwrite true" in result.stdout + result.stderr
+    assert (out / "v.tif").read_bytes() == b"an earlier prediction"
+    check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                 output_dir=str(out), overwrite=True, **common))  # fmt: skip
+    assert tifffile.imread(out / "v.tif").min() >= 1
+
+
 def test_ckpt_export_of_trained_weights(trained):
     tmp, common, dims = trained["tmp"], trained["common"], trained["dims"]
     patch = common["patch_size"]
@@ -114,7 +140,7 @@ def test_ckpt_export_of_trained_weights(trained):
         "--filepath", str(tmp / "model.ts"), "--ckpt_file", str(Path(common["bundle_root"]) / "models" / "model.pt"),
         "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"),
         "--use_trace", "True", "--input_shape", json.dumps([2, 1] + [patch] * dims),
-        *overrides({k: v for k, v in common.items() if k not in ("bundle_root", "class_names")}),
+        *overrides({"bundle_root": common["bundle_root"]}),  # the network comes from models/network.json
     ]  # fmt: skip
     check(subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300))
     assert torch.jit.load(str(tmp / "model.ts"))(torch.randn(3, 1, *[patch] * dims)).shape == (3, 3)
@@ -142,8 +168,20 @@ def test_training_names_the_bad_label_file(tmp_path):
                     num_classes=3, class_names=["x", "y", "z"], **TINY_2D, **SCHEDULE)  # fmt: skip
     assert result.returncode != 0
     assert "b.tif" in result.stdout + result.stderr and "num_classes=3" in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # the line a user reads: the cause, not the config wrapper
+    assert "b.tif" in last and "num_classes=3" in last, last
     assert stats.read_text() == '{"mean": [1.0], "std": [2.0]}'
     assert sorted(p.name for p in stats.parent.iterdir()) == ["intensity_stats.json"]  # no weights written
+
+
+def test_training_warns_when_nothing_is_held_out(tmp_path):
+    """One click per class and no val/ folder: nothing can be held out; training says so (it used to run with a
+    nan validation Dice and a model.pt stuck at epoch 1 without a word)."""
+    data = make_dataset(tmp_path / "data", (40, 44), points=1)
+    shutil.rmtree(data / "val")
+    log = check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), bundle_root=str(tmp_path / "b"),
+                       num_classes=3, class_names=["x", "y", "z"], **TINY_2D, **{**SCHEDULE, "epochs": 1}))  # fmt: skip
+    assert "No validation point in the held-out 20% of the clicks" in log
 
 
 def test_seeded_point_split_without_val_folder(tmp_path):
@@ -174,14 +212,41 @@ def test_verify_net_in_out_on_shipped_network():
 
 
 def test_shipped_configs_agree_on_the_network():
+    """One source for the model: inference.json restates no network size; train.json's network matches metadata."""
     train = json.loads((CONFIGS / "train.json").read_text())
     infer = json.loads((CONFIGS / "inference.json").read_text())
-    for key in ("spatial_dims", "in_channels", "num_classes", "patch_size", "num_levels", "num_filters", "num_blocks",
-                "latent_channels", "head_window", "head_hidden"):  # fmt: skip
-        assert train[key] == infer[key], key
+    for key in ("num_levels", "num_filters", "num_blocks", "latent_channels", "head_window", "head_hidden",
+                "head_fine_levels"):  # fmt: skip
+        assert key not in infer, key
+        assert train["network_args"][key] == f"@{key}"
     meta = json.loads((CONFIGS / "metadata.json").read_text())["network_data_format"]
     assert meta["inputs"]["image"]["spatial_shape"] == [train["patch_size"]] * train["spatial_dims"]
     assert meta["outputs"]["pred"]["num_channels"] == train["num_classes"] == len(train["class_names"])
+
+
+def test_inference_reads_the_network_from_training(trained, tmp_path):
+    """Training writes models/network.json; inference and evaluation need no size flag. Without network.json
+    (weights from elsewhere) the shipped default network stands in and misfitting weights are refused by name."""
+    data, common = trained["data"], trained["common"]
+    models = Path(common["bundle_root"]) / "models"
+    saved = json.loads((models / "network.json").read_text())
+    assert saved["class_names"] == ["x", "y", "z"]
+    assert all(saved["network"][k] == common[k] for k in saved["network"] if k in common)
+    assert {"num_filters", "num_blocks", "patch_size"} <= set(saved["network"]) & set(common)
+    check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                 output_dir=str(tmp_path / "pred"), bundle_root=common["bundle_root"]))  # fmt: skip
+    gt = tifffile.imread(data / "val" / "ground_truth" / "v.tif")
+    assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == gt.shape
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    (alone / "model.pt").write_bytes((models / "model.pt").read_bytes())
+    result = bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                    output_dir=str(tmp_path / "pred2"), bundle_root=common["bundle_root"],
+                    checkpoint=str(alone / "model.pt"))  # fmt: skip
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert str(alone / "network.json") in out and "Copy it along with the weights" in out
+    assert not (tmp_path / "pred2").exists()
 
 
 def test_training_resumes_from_a_checkpoint(tmp_path):
@@ -195,6 +260,45 @@ def test_training_resumes_from_a_checkpoint(tmp_path):
     assert "Restored all variables" in log
     assert "Epoch[2] Complete" in log and "Epoch[1] Complete" not in log.split("Restored all variables")[1]
     assert (tmp_path / "b" / "models" / "checkpoint_epoch=2.pt").is_file()
+
+
+def test_interrupted_training_resumes_without_losing_anything(tmp_path):
+    """Ctrl-C leaves the last checkpoint (optimizer, LR scheduler, trainer, time budget, best metric); the resumed
+    run keeps model.pt unless a validation beats the best one before the interruption, and spends only the rest
+    of its time budget."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    models = tmp_path / "b" / "models"
+    args = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
+            "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE, "epochs": 50,
+            "early_stop_patience": 100000}  # fmt: skip
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.json")]
+    proc = subprocess.Popen(cmd + overrides(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (models / "checkpoint_epoch=2.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "the last checkpoint is" in log, log[-3000:]
+    (last,) = models.glob("checkpoint_epoch=*.pt")
+    state = torch.load(last, weights_only=False)
+    assert {"model", "optimizer", "trainer", "lr_scheduler", "time_budget", "best_model"} <= set(state)
+    assert state["trainer"]["iteration"] >= 2 * SCHEDULE["epoch_length"] and (models / "model_last.pt").is_file()
+    assert state["best_model"]["best"] > -1 and (models / "model.pt").is_file()
+    # the best before the interruption was (say) unbeatable, and 15 s of a 1000 s budget are left
+    state["best_model"]["best"] = 2.0
+    state["time_budget"]["elapsed"] = 985.0
+    torch.save(state, last)
+    best_before = hashlib.md5((models / "model.pt").read_bytes()).hexdigest()
+    log = check(bundle("training", "train.json", tmp_path, **{**args, "resume_from": str(last), "time_limit": 1000,
+                                                             "lr_time_decay": True, "epochs": 100000}))  # fmt: skip
+    assert "Restored all variables" in log and "Reached the time limit" in log
+    assert "val_mean_dice" in log.split("Restored all variables")[1], "no validation after the resume"
+    assert hashlib.md5((models / "model.pt").read_bytes()).hexdigest() == best_before
+    (final,) = models.glob("checkpoint_epoch=*.pt")
+    resumed = torch.load(final, weights_only=False)
+    assert 1000 <= resumed["time_budget"]["elapsed"] < 1100 and resumed["best_model"]["best"] == 2.0
+    assert resumed["trainer"]["iteration"] > state["trainer"]["iteration"]
 
 
 def test_multichannel_images_train_and_predict(tmp_path):
@@ -284,10 +388,12 @@ def test_inference_modes_and_optional_outputs(trained, tmp_path):
     assert result.returncode != 0 and "'dense', 'patch'" in result.stdout + result.stderr
 
 
-def test_preset_with_time_limit_stops_training(tmp_path):
-    """The CPU preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second."""
+@pytest.mark.parametrize("preset", ["cpu", "plus"])
+def test_preset_with_time_limit_stops_training(tmp_path, preset):
+    """A preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second. The same
+    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head)."""
     data = make_dataset(tmp_path / "data", (40, 44))
-    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / "cpu.json")])
+    configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
     values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
               "class_names": ["x", "y", "z"], **TINY_2D, "batch_size": 8, "epoch_length": 2,
@@ -297,6 +403,14 @@ def test_preset_with_time_limit_stops_training(tmp_path):
     assert "Reached the time limit" in log
     assert "until 1000 epochs" in log, "the preset's schedule was not applied"
     assert (tmp_path / "b" / "models" / "model_last.pt").is_file()
+    weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu")
+    assert any("fine" in k for k in weights) == (preset == "plus")
+    configs = json.dumps([str(CONFIGS / "inference.json"), str(CONFIGS / "presets" / f"{preset}.json")])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs]
+    values = {"bundle_root": str(tmp_path / "b"), "input_dir": str(data / "val" / "images"),
+              "output_dir": str(tmp_path / "pred"), "num_classes": 3, **TINY_2D}  # fmt: skip
+    check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == (40, 44)
 
 
 #: ε-Seg+ options on the tiny networks: fine-detail head (unmasked centre features) and the dense cross-entropy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -15,6 +16,7 @@ from epsseg_monai.data import (
     dataset_splits,
     image_datalist,
     intensity_statistics,
+    label_coverage,
     load_intensity_stats,
     save_intensity_stats,
     sparse_datalist,
@@ -229,3 +231,46 @@ def test_load_stats_without_keys(tmp_path: Path) -> None:
     path.write_text(json.dumps({"mean": [1.0]}))
     with pytest.raises(ValueError, match="'mean' and 'std'"):
         load_intensity_stats(path)
+
+
+def _coverage_dataset(root: Path, labels: dict[str, np.ndarray], val: dict[str, np.ndarray] | None = None) -> Path:
+    for part, maps in (("", labels), ("val", val or {})):
+        for name, lab in maps.items():
+            _write(root / part / "images" / f"{name}.tif", np.full(lab.shape, 7.0, np.float32))
+            _write(root / part / "labels" / f"{name}.tif", lab.astype(np.uint8))
+    return root
+
+
+def test_label_coverage_counts_the_two_shares(tmp_path: Path) -> None:
+    lab = np.zeros((20, 20), np.uint8)
+    lab.flat[:10], lab.flat[50:55] = 1, 2  # 10 clicks of class 1, 5 of class 2, 5 of class 3
+    lab.flat[100:105] = 3
+    splits = dataset_splits(_coverage_dataset(tmp_path, {"a": lab}), val_fraction=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        counts = label_coverage(splits, 3, ["x", "y", "z"], seed=0)
+    assert counts == {"train": [8, 4, 4], "val": [2, 1, 1]}
+
+
+def test_label_coverage_warns_for_each_gap(tmp_path: Path) -> None:
+    """One click per class: nothing held out (nan validation, model.pt stuck); a class never clicked: named."""
+    lab = np.zeros((10, 10), np.uint8)
+    lab[0, 0], lab[5, 5] = 1, 2
+    splits = dataset_splits(_coverage_dataset(tmp_path, {"a": lab}), val_fraction=0.2)
+    with pytest.warns(UserWarning) as record:
+        counts = label_coverage(splits, 3, ["x", "y", "z"])
+    messages = [str(w.message) for w in record]
+    assert counts == {"train": [1, 1, 0], "val": [0, 0, 0]}
+    assert any("'z' (id 3) has no click in the training labels" in m for m in messages)
+    assert any("No validation point" in m and "model.pt" in m for m in messages)
+
+
+def test_label_coverage_warns_for_a_class_missing_from_val(tmp_path: Path) -> None:
+    lab = np.zeros((10, 10), np.uint8)
+    lab.flat[:4], lab.flat[10:14] = 1, 2
+    val = np.zeros((10, 10), np.uint8)
+    val.flat[:3] = 1
+    splits = dataset_splits(_coverage_dataset(tmp_path, {"a": lab}, {"v": val}))
+    with pytest.warns(UserWarning, match=r"'2' \(id 2\) has no validation point in the val/ folder"):
+        counts = label_coverage(splits, 2)
+    assert counts == {"train": [4, 4], "val": [3, 0]}

@@ -302,3 +302,53 @@ def test_all_outputs_together(tmp_path: Path) -> None:
         "img_overlay.png",
         "img_prob.tif",
     ]
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path: Path) -> None:
+    """A second run into the same folder names the existing file and the flag; ``overwrite=True`` replaces it."""
+    src = tmp_path / "in" / "a.tif"
+    src.parent.mkdir()
+    tifffile.imwrite(src, np.zeros((6, 7), np.float32))
+    out = tmp_path / "out"
+    SaveSegmentationd("pred", str(out))({"image": load(src), "pred": probabilities(3, (6, 7), seed=0)})
+    first = tifffile.imread(out / "a.tif")
+    again = {"image": load(src), "pred": probabilities(3, (6, 7), seed=1)}
+    with pytest.raises(FileExistsError, match=r"a\.tif already exists.*--overwrite true"):
+        SaveSegmentationd("pred", str(out)).check_outputs([src])
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        SaveSegmentationd("pred", str(out))(again)
+    np.testing.assert_array_equal(tifffile.imread(out / "a.tif"), first)
+    SaveSegmentationd("pred", str(out), overwrite=True).check_outputs([src])
+    SaveSegmentationd("pred", str(out), overwrite=True)(again)
+    assert not np.array_equal(tifffile.imread(out / "a.tif"), first)
+
+
+def test_check_outputs_counts_every_optional_file(tmp_path: Path) -> None:
+    src = tmp_path / "in" / "a.nii.gz"
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a_entropy.nii.gz").write_bytes(b"earlier")
+    SaveSegmentationd("pred", str(out), save_probabilities=True).check_outputs([src])  # entropy not written
+    with pytest.raises(FileExistsError, match="a_entropy.nii.gz"):
+        SaveSegmentationd("pred", str(out), save_uncertainty=True).check_outputs([src])
+    assert [p.name for p in SaveSegmentationd(
+        "pred", str(out), save_probabilities=True, save_uncertainty=True, save_overlay=True
+    ).output_paths(src)] == [
+        "a.nii.gz", "a_prob.nii.gz", "a_entropy.nii.gz", "a_overlay.png"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("target", ["images", "labels"])
+def test_check_outputs_refuses_image_and_label_folders(tmp_path: Path, target: str) -> None:
+    """The input folder and the ``labels`` folder beside it hold the user's data: refused even with overwrite,
+    and even when no file of the same name exists there yet."""
+    src = tmp_path / "data" / "images" / "a.tif"
+    saver = SaveSegmentationd("pred", str(tmp_path / "data" / target), overwrite=True)
+    with pytest.raises(FileExistsError, match="Choose another --output_dir"):
+        saver.check_outputs([src], [src.parent])
+
+
+def test_check_outputs_refuses_two_inputs_with_one_output(tmp_path: Path) -> None:
+    srcs = [tmp_path / "in" / "a.tif", tmp_path / "in" / "a.png"]
+    with pytest.raises(FileExistsError, match="would both be written to"):
+        SaveSegmentationd("pred", str(tmp_path / "out")).check_outputs(srcs)
