@@ -140,14 +140,19 @@ def run_epsseg(
     model_dir = work / "models"
     timing = work / "train_seconds.json"
     preset = preset_path(args.preset)
-    configs = [str(REPO / "bundle" / "configs" / "train.json"), *map(str, overlay_paths(args)), str(preset)]
+    overlays = overlay_paths(args)
+    if args.semi_supervised_epochs > 0:  # the paper's second phase is an overlay config
+        overlays.append(REPO / "bundle" / "configs" / "semi_supervised.json")
+    configs = [str(REPO / "bundle" / "configs" / "train.json"), *map(str, overlays), str(preset)]
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", json.dumps(configs)]
     cmd += ["--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(work / "data"), "--model_dir", str(model_dir)]
     cmd += ["--output_dir", str(work / "eval"), "--num_classes", str(ds.num_classes)]
     phase1_budget = args.budget if args.epsseg_budget is None else args.epsseg_budget
     cmd += ["--class_names", json.dumps(list(ds.class_names)), "--time_limit", str(int(phase1_budget))]
-    cmd += ["--num_threads", str(args.threads), "--semi_supervised_epochs", str(args.semi_supervised_epochs)]
-    cmd += ["--seed", str(args.seed)]  # the bundle's set_determinism seed (0 by default, as the bundle's)
+    cmd += ["--num_threads", str(args.threads), "--seed", str(args.seed)]  # seed: the bundle's set_determinism
+    if args.semi_supervised_epochs > 0:
+        cmd += ["--semi_supervised_epochs", str(args.semi_supervised_epochs)]
+    cmd += ["--overwrite", "true"]  # the benchmark's own folder: a rerun retrains (unless --reuse_epsseg)
     if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
         if not timing.exists():
             raise FileNotFoundError(f"--reuse_epsseg: {timing} not found; run once without --reuse_epsseg to train.")

@@ -169,14 +169,15 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated or foreign files
+        detail = (str(e).strip().splitlines() or [""])[0][:200]  # torch's first line; its advice is not ours
         raise ValueError(
-            f"Checkpoint {path} cannot be read ({type(e).__name__}: {e}); it is corrupt or not a "
+            f"Checkpoint {path} cannot be read ({type(e).__name__}: {detail}); it is corrupt or not a "
             "PyTorch checkpoint. Retrain, or use the best/last checkpoint from models/."
         ) from e
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     if network is not None:
-        expected = network.state_dict()
+        expected = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
         if not isinstance(state, dict) or set(state) != set(expected):
             raise ValueError(
                 f"Checkpoint {path} does not hold the weights of this network (different parameter "
@@ -207,10 +208,23 @@ def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size") ->
     return crop_size
 
 
+#: How MONAI wraps an error raised while its config parser builds a component or evaluates an expression, or while
+#: a ``Compose`` applies a transform.
+_CONFIG_WRAPPERS = ("Failed to instantiate", "Failed to evaluate", "applying transform")
+
+
 def root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of ``error``'s chain (``__cause__``, else ``__context__``)."""
+    """The error under MONAI's config wrappers: follows ``error``'s chain (``__cause__``, else ``__context__``) past
+    the ``RuntimeError("Failed to instantiate ...")`` / ``("Failed to evaluate ...")`` layers and stops at the first
+    other exception, the one that says what is wrong (ours, naming the file and the fix), not at the low-level
+    error it may have been raised from (e.g. torch's ``EOFError`` under "checkpoint cannot be read")."""
     seen = {id(error)}
-    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+    while (
+        isinstance(error, RuntimeError)
+        and str(error).startswith(_CONFIG_WRAPPERS)
+        and (inner := error.__cause__ or error.__context__) is not None
+        and id(inner) not in seen
+    ):
         seen.add(id(inner))
         error = inner
     return error
@@ -221,8 +235,11 @@ def install_error_hook() -> None:
 
     MONAI's config parser wraps an error raised while it builds a component or evaluates an expression in
     ``RuntimeError("Failed to instantiate component ...")``; the message that names the file and the fix (ours)
-    then sits far up the traceback. This hook prints the traceback as usual, then repeats the innermost error as
-    the last line. The bundle configs call it first thing in ``initialize``; calling it twice is harmless.
+    then sits far up the traceback. This hook prints the traceback as usual, then repeats the error under the
+    wrappers (:func:`root_cause`) as the last line. The bundle configs call it first thing in ``initialize``;
+    calling it twice is harmless. In a ``python -m monai.bundle run`` process the hook then ends the process
+    (exit code 1) without the interpreter's shutdown, where leftover data-loading threads can abort with a C++
+    "terminate called" line that would otherwise become the last line.
     """
     import sys
 
@@ -233,8 +250,79 @@ def install_error_hook() -> None:
     def hook(exc_type: type[BaseException], exc: BaseException, tb: object) -> None:
         previous(exc_type, exc, tb)
         cause = root_cause(exc)
-        if cause is not exc and not isinstance(cause, KeyboardInterrupt):
-            print(f"Error: {type(cause).__name__}: {cause}", file=sys.stderr)
+        if isinstance(cause, KeyboardInterrupt):
+            return
+        if cause is not exc:
+            message = " ".join(str(cause).split())  # one line, however the message was wrapped
+            print(f"Error: {type(cause).__name__}: {message}", file=sys.stderr)
+        if requested_run_id() is not None and "LOCAL_RANK" not in os.environ:  # a bundle run (not under torchrun,
+            # whose output pipes a hard exit would cut short): nothing left to do but exit
+            import logging
+
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
 
     hook._epsseg_hook = True  # type: ignore[attr-defined]
     sys.excepthook = hook
+
+
+def requested_run_id(argv: Sequence[str] | None = None) -> str | None:
+    """The run id of a ``python -m monai.bundle run RUN_ID ...`` command line (``None`` when not run that way).
+
+    MONAI's default run id ``run`` is returned when none is given.
+    """
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if len(argv) < 2 or not argv[0].replace("\\", "/").endswith("monai/bundle/__main__.py") or argv[1] != "run":
+        return None
+    for i, arg in enumerate(argv[2:], start=2):
+        if arg.startswith("--run_id="):
+            return arg.split("=", 1)[1]
+        if arg == "--run_id" and i + 1 < len(argv):
+            return argv[i + 1]
+    if len(argv) > 2 and not argv[2].startswith("-"):
+        return argv[2]
+    return "run"
+
+
+def check_run_id(valid: Sequence[str], argv: Sequence[str] | None = None) -> None:
+    """Refuse a ``python -m monai.bundle run RUN_ID`` whose run id the config does not define.
+
+    MONAI runs nothing and exits 0 for an unknown run id, so a typo (``run trainig``) looks like a finished run.
+    The bundle configs call this in ``initialize`` with their run ids.
+    """
+    run_id = requested_run_id(argv)
+    if run_id is not None and run_id not in valid:
+        raise ValueError(
+            f"Unknown run id {run_id!r}: this config runs {', '.join(repr(v) for v in valid)} "
+            f"(e.g. python -m monai.bundle run {valid[0]} --config_file ...)."
+        )
+
+
+def is_distributed() -> bool:
+    """``True`` inside a ``torch.distributed`` process group of more than one process (``torchrun``)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def is_main_process() -> bool:
+    """``True`` outside a process group and on rank 0 inside one: the process that writes files and logs."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def all_reduce_max(value: float) -> float:
+    """The largest ``value`` over the ranks of the process group (``value`` itself outside one)."""
+    if not is_distributed():
+        return float(value)
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())

@@ -23,3 +23,21 @@ def test_readme_training_example_runs():
     assert set(terms) == {"loss", "inpainting", "kl", "contrastive", "ce"}
     assert torch.isfinite(terms["loss"])
     assert namespace["net"].head.net[0].weight.grad is not None
+
+
+def test_ci_runs_the_readme_test_command_and_installs_keep_a_users_torch():
+    """``.ci/run`` is the README's test command; fresh-machine commands pin torch through ``constraints.txt``
+    while the package itself only sets a lower bound (installing it never downgrades a user's torch)."""
+    import configparser
+
+    root = README.parent
+    commands = [line for line in README.read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2 and all("-c constraints.txt" in c for c in commands), commands
+    ci = [line for line in (root / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert ci == [commands[1]]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    torch_req = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip().startswith("torch")]
+    assert torch_req == ["torch>=2.1"], torch_req
+    pins = [line for line in (root / "constraints.txt").read_text().splitlines() if line.startswith("torch")]
+    assert pins == ["torch==2.13.0"]

@@ -107,9 +107,46 @@ def test_root_cause_and_error_hook(capsys, monkeypatch):
     assert str(root_cause(wrapped)) == "labels/b.tif holds id 7; use 1..3"
     plain = ValueError("alone")
     assert root_cause(plain) is plain
+    try:  # our message raised from a low-level error, wrapped twice by MONAI: ours is the one to show
+        try:
+            try:
+                raise EOFError()
+            except EOFError as e:
+                raise ValueError("Checkpoint x.pt cannot be read; retrain") from e
+        except ValueError as e:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from e
+    except RuntimeError as e:
+        outer = RuntimeError("Failed to instantiate component 'x'")
+        outer.__cause__ = e
+        assert str(root_cause(outer)) == "Checkpoint x.pt cannot be read; retrain"
     monkeypatch.setattr(sys, "excepthook", lambda t, v, tb: print("traceback", file=sys.stderr))
     install_error_hook()
     install_error_hook()  # twice: one extra line, not two
     sys.excepthook(RuntimeError, wrapped, None)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["traceback", "Error: ValueError: labels/b.tif holds id 7; use 1..3"]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["/x/monai/bundle/__main__.py", "run", "training", "--config_file", "t.json"], "training"),
+        (["/x/monai/bundle/__main__.py", "run", "--config_file", "t.json", "--run_id", "inference"], "inference"),
+        (["/x/monai/bundle/__main__.py", "run", "--run_id=evaluate", "--config_file", "t.json"], "evaluate"),
+        (["/x/monai/bundle/__main__.py", "run", "--config_file", "t.json"], "run"),
+        (["/x/monai/bundle/__main__.py", "verify_metadata", "--meta_file", "m.json"], None),
+        (["/usr/bin/pytest", "run", "trainig"], None),
+    ],
+)
+def test_requested_run_id(argv, expected):
+    from epsseg_monai.utils import check_run_id, requested_run_id
+
+    assert requested_run_id(argv) == expected
+    check_run_id(["training", "inference", "evaluate", "run"], argv)  # all known (or not a bundle run)
+
+
+def test_check_run_id_names_the_typo():
+    from epsseg_monai.utils import check_run_id
+
+    with pytest.raises(ValueError, match="Unknown run id 'trainig'.*'training', 'run'"):
+        check_run_id(["training", "run"], ["/x/monai/bundle/__main__.py", "run", "trainig", "--config_file", "t.json"])

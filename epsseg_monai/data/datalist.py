@@ -136,10 +136,17 @@ def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image")
 
 
 def save_intensity_stats(stats: dict[str, list[float]], path: str | os.PathLike) -> dict[str, list[float]]:
-    """Write ``stats`` as JSON (creating the folder) and return them, so a config can chain it."""
+    """Write ``stats`` as JSON (creating the folder, atomically; under ``torchrun`` on rank 0 only) and return
+    them, so a config can chain it."""
+    from ..utils import is_main_process
+
+    if not is_main_process():
+        return stats
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(stats, indent=2))
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(stats, indent=2))
+    os.replace(tmp, path)
     return stats
 
 

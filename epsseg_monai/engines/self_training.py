@@ -19,12 +19,12 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "
 
     Checked first (:func:`~epsseg_monai.utils.check_checkpoint`), so a missing or foreign file is named in the error.
     """
-    path = check_checkpoint(path, network, key=key)
+    path = check_checkpoint(path, getattr(network, "module", network), key=key)
     device = next(network.parameters()).device
     state = torch.load(path, map_location=device, weights_only=True)
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
-    network.load_state_dict(state)
+    getattr(network, "module", network).load_state_dict(state)  # DataParallel / DDP: the inner network
     return network
 
 

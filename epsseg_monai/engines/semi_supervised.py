@@ -33,6 +33,12 @@ def keep_supervised_model(
     Raises:
         FileNotFoundError: when the supervised phase wrote neither a best model nor ``final_model``.
     """
+    from ..utils import is_distributed, is_main_process
+
+    if is_distributed():  # under torchrun: rank 0 has written phase 1's files before anyone looks
+        import torch.distributed as dist
+
+        dist.barrier()
     best_model, supervised_model = os.fspath(best_model), os.fspath(supervised_model)
     log = logging.getLogger(__name__)
     if not os.path.isfile(best_model) and final_model is not None and os.path.isfile(final_model):
@@ -46,6 +52,9 @@ def keep_supervised_model(
             f"The semi-supervised phase starts from the best supervised weights, but {best_model} does not exist: "
             "the supervised phase must validate at least once (val_interval <= epochs)."
         )
-    shutil.copyfile(best_model, supervised_model)
-    log.info(f"Kept the supervised weights {best_model} as {supervised_model}.")
+    if is_main_process():  # under torchrun rank 0 copies, the others wait for the copy before they read it
+        shutil.copyfile(best_model, supervised_model)
+        log.info(f"Kept the supervised weights {best_model} as {supervised_model}.")
+    if is_distributed():
+        dist.barrier()
     return supervised_model

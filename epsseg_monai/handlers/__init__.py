@@ -3,7 +3,7 @@ learning-rate decay over a time budget, a resumable time budget, checkpoints tha
 
 from __future__ import annotations
 
-from .checkpoint import BestModelSaver, TrainingCheckpoint, atomic_save
+from .checkpoint import BestModelSaver, ResumeCheckpointLoader, TrainingCheckpoint, atomic_save
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
 from .lr_time_decay import TimeBudgetLRDecay
@@ -12,6 +12,7 @@ from .sparse_dice import SparseDiceHandler
 from .time_budget import TimeBudget
 
 __all__ = [
+    "ResumeCheckpointLoader",
     "BestModelSaver",
     "GradientClippingHandler",
     "LossTermsHandler",

@@ -22,8 +22,23 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointLoader
 
-__all__ = ["BestModelSaver", "TrainingCheckpoint", "atomic_save"]
+from ..utils import is_main_process
+
+__all__ = [
+    "BestModelSaver",
+    "ResumeCheckpointLoader",
+    "TrainingCheckpoint",
+    "atomic_save",
+    "check_resume_phase",
+    "checkpoint_phase",
+    "check_training_outputs",
+]
+
+#: Key of a training checkpoint that names the training phase that wrote it (``"train"``, ``"semi_supervised"``,
+#: ``"self_training"``); checkpoints without it are phase-1 (``"train"``) checkpoints.
+PHASE_KEY = "phase"
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +92,19 @@ class BestModelSaver:
 
     def __call__(self, engine: Engine) -> None:
         value = engine.state.metrics.get(self.metric_name)
-        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
+        if value is not None and not math.isfinite(float(value)):
+            logger.warning(
+                f"Validation {self.metric_name} is {float(value)}: no held-out point could be scored (a class without "
+                f"validation points, or none held out), so {self.path} is not replaced by this epoch's model. Add "
+                "clicks (or a val/ folder with labels) so that every class has validation points."
+            )
+            return
+        if value is None or float(value) <= self.best:
             return
         self.best = float(value)
         self.best_epoch = self.trainer.state.epoch if self.trainer is not None else engine.state.epoch
+        if not is_main_process():  # under torchrun every rank keeps the best value, rank 0 writes the file
+            return
         module = getattr(self.network, "module", self.network)  # DataParallel / DDP
         atomic_save(module.state_dict(), self.path)
         logger.info(f"Saved {self.path} ({self.metric_name} {self.best:.4f}, epoch {self.best_epoch})")
@@ -112,6 +136,8 @@ class TrainingCheckpoint:
             (its ``model_key`` entry holds the network's last weights; ``None``: not written).
         model_key: the entry of ``objects`` that is the network.
         save_interval: epochs between checkpoints.
+        phase: the training phase, stored under ``"phase"`` in every checkpoint so that ``--resume_from`` knows
+            which phase to continue (:func:`checkpoint_phase`).
     """
 
     def __init__(
@@ -122,11 +148,13 @@ class TrainingCheckpoint:
         final_filename: str | None = "model_last.pt",
         model_key: str = "model",
         save_interval: int = 1,
+        phase: str = "train",
     ) -> None:
         if model_key not in objects:
             raise ValueError(f"objects must hold the network under {model_key!r}, got {sorted(objects)}.")
         self.save_dir, self.objects, self.prefix = Path(save_dir), dict(objects), prefix
         self.final_filename, self.model_key, self.save_interval = final_filename, model_key, max(1, int(save_interval))
+        self.phase = str(phase)
         self.last_saved: Path | None = None
         self._saved_iteration: int | None = None
 
@@ -138,16 +166,19 @@ class TrainingCheckpoint:
         states = {k: _state(v) for k, v in self.objects.items()}
         model = self.objects[self.model_key]
         states[self.model_key] = _state(getattr(model, "module", model))  # DataParallel / DDP: the inner network
+        states[PHASE_KEY] = self.phase
         return states
 
     def save(self, engine: Engine) -> Path:
         """Write the checkpoint of the engine's current state, then remove older ones of this prefix."""
         path = self.save_dir / f"{self.prefix}{engine.state.epoch}.pt"
+        self.last_saved, self._saved_iteration = path, engine.state.iteration
+        if not is_main_process():  # under torchrun rank 0 writes (the ranks' states are the same)
+            return path
         atomic_save(self._states(), path)
         for old in self.save_dir.glob(f"{self.prefix}*.pt"):
             if old != path:
                 old.unlink(missing_ok=True)
-        self.last_saved, self._saved_iteration = path, engine.state.iteration
         return path
 
     def finish(self, engine: Engine) -> None:
@@ -156,7 +187,7 @@ class TrainingCheckpoint:
             return
         if self._saved_iteration != engine.state.iteration:
             self.save(engine)
-        if self.final_filename:
+        if self.final_filename and is_main_process():
             atomic_save(self._states(), self.save_dir / self.final_filename)
 
     def run(self, engine: Engine) -> Any:
@@ -179,3 +210,99 @@ class TrainingCheckpoint:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+
+
+def checkpoint_phase(path: str | os.PathLike | None) -> str | None:
+    """The training phase that wrote checkpoint ``path`` (``"train"`` for checkpoints that do not say).
+
+    ``None`` when ``path`` is ``None`` (not resuming). The file is checked first
+    (:func:`~epsseg_monai.utils.check_checkpoint`), so a missing or corrupt file is named in the error.
+    """
+    if path is None or path == "":
+        return None
+    from epsseg_monai.utils import check_checkpoint
+
+    state = torch.load(check_checkpoint(path), map_location="cpu", weights_only=True)
+    phase = state.get(PHASE_KEY, "train") if isinstance(state, Mapping) else "train"
+    if isinstance(state, Mapping) and "trainer" not in state:
+        raise ValueError(
+            f"{os.fspath(path)} holds network weights only, not a training checkpoint (no trainer state): "
+            "--resume_from takes a models/checkpoint_epoch=N.pt file or models/model_last.pt. To start a new "
+            "training from these weights instead, leave out --resume_from."
+        )
+    return str(phase)
+
+
+def check_resume_phase(phase: str | None, phases: list[str] | tuple[str, ...], path: str | None = None) -> str | None:
+    """Refuse to resume a checkpoint of a phase the current configs do not run (e.g. the semi-supervised phase's
+    checkpoint without its overlay config); returns ``phase``."""
+    if phase is not None and phase not in phases:
+        overlay = {"semi_supervised": "semi_supervised.json", "self_training": "self_train.json"}.get(phase, "")
+        hint = (
+            f"add its overlay: --config_file \"['bundle/configs/train.json','bundle/configs/{overlay}']\""
+            if overlay
+            else "use the configs it was trained with"
+        )
+        raise ValueError(
+            f"--resume_from {path}: the checkpoint is from the {phase!r} phase, which these configs do not run "
+            f"(phases {list(phases)}); {hint}."
+        )
+    return phase
+
+
+def check_training_outputs(
+    model_dir: str | os.PathLike, overwrite: bool = False, resume_from: str | None = None
+) -> None:
+    """Refuse to start a new training over the weights and checkpoints of an earlier one in ``model_dir``.
+
+    A new run would replace ``model.pt`` at its first validation and delete the earlier run's checkpoints, so it
+    needs ``--overwrite true`` (or ``--resume_from`` to continue that run, or another ``--bundle_root``).
+    """
+    if overwrite or resume_from:
+        return
+    model_dir = Path(model_dir)
+    found = sorted(
+        p.name
+        for pattern in ("model*.pt", "checkpoint_epoch=*.pt", "*_checkpoint_epoch=*.pt")
+        for p in model_dir.glob(pattern)
+    )
+    if found:
+        raise FileExistsError(
+            f"{model_dir} already holds a trained model ({', '.join(found[:4])}{', ...' if len(found) > 4 else ''}): "
+            "a new training would replace it. Pass --overwrite true to replace it, --resume_from "
+            f"{model_dir / 'model_last.pt'} to continue that training, or --bundle_root NEW_FOLDER to keep both."
+        )
+
+
+class ResumeCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for ``--resume_from``: refuses a checkpoint of another training phase, and
+    keeps the ``epoch_length`` the run was configured with (ignite would silently take the checkpoint's).
+
+    Args:
+        load_path: the training checkpoint.
+        load_dict: the objects to restore, as for ``CheckpointLoader``.
+        phase: the phase this loader resumes (``"train"``, ``"semi_supervised"``, ``"self_training"``).
+        kwargs: further ``CheckpointLoader`` arguments (``map_location``, ...).
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, phase: str = "train", **kwargs: Any) -> None:
+        super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
+        self.phase = phase
+
+    def __call__(self, engine: Engine) -> None:
+        found = checkpoint_phase(self.load_path)
+        if found != self.phase:
+            raise ValueError(
+                f"--resume_from {self.load_path} is a checkpoint of the {found!r} phase, not of {self.phase!r}."
+            )
+        epoch_length = engine.state.epoch_length
+        super().__call__(engine)
+        saved = engine.state.epoch_length
+        if epoch_length is not None and saved is not None and saved != epoch_length:
+            done, rest = divmod(engine.state.iteration, saved)
+            engine.state.epoch_length = epoch_length
+            engine.state.iteration = done * epoch_length + min(rest, epoch_length - 1)
+            logger.warning(
+                f"{self.load_path} was trained with epoch_length {saved}; the resumed run goes on with "
+                f"epoch_length {epoch_length} as configured (epoch {done} completed)."
+            )

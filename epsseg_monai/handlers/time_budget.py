@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
+from ..utils import all_reduce_max, is_distributed
 from .lr_time_decay import TimeBudgetLRDecay
 
 __all__ = ["TimeBudget"]
@@ -34,6 +35,10 @@ class TimeBudget:
             iteration (see :class:`~epsseg_monai.handlers.TimeBudgetLRDecay`).
         final_fraction: the smallest decay factor.
         clock: a function returning seconds (tests pass a fake clock).
+
+    Under ``torchrun`` (a process group of several ranks) the elapsed time is the largest over the ranks, agreed
+    at the start of every iteration, so all ranks decay the learning rate alike and stop at the same iteration
+    (a rank that stopped alone would leave the others waiting in the gradient all-reduce).
     """
 
     def __init__(
@@ -51,19 +56,29 @@ class TimeBudget:
         self.elapsed_before = 0.0
         self.run_start: float | None = None
         self.decay: TimeBudgetLRDecay | None = None
+        self._agreed: float | None = None  # the ranks' common elapsed time, under torchrun
         if lr_decay and self.time_limit:
             if optimizer is None:
                 raise ValueError("lr_decay needs the optimizer.")
             self.decay = TimeBudgetLRDecay(optimizer, self.time_limit, final_fraction, clock=self.elapsed)
             self.decay.start = 0.0  # the decay reads the total elapsed time, resumed runs included
 
-    def elapsed(self) -> float:
-        """Seconds of training so far, over this run and the runs it resumes."""
+    def _local_elapsed(self) -> float:
         running = 0.0 if self.run_start is None else self.clock() - self.run_start
         return self.elapsed_before + running
 
+    def elapsed(self) -> float:
+        """Seconds of training so far, over this run and the runs it resumes (under ``torchrun``: as agreed by
+        the ranks at the start of the current iteration)."""
+        return self._local_elapsed() if self._agreed is None else self._agreed
+
+    def agree(self, engine: Engine) -> None:
+        """Under ``torchrun``: take the largest elapsed time of all ranks (one scalar all-reduce)."""
+        self._agreed = all_reduce_max(self._local_elapsed()) if is_distributed() else None
+
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self.agree)
         if self.decay is not None:
             engine.add_event_handler(Events.ITERATION_STARTED, self.decay)
         if self.time_limit:
@@ -71,6 +86,7 @@ class TimeBudget:
 
     def started(self, engine: Engine) -> None:
         self.run_start = self.clock()
+        self._agreed = None
 
     def check(self, engine: Engine) -> None:
         if self.time_limit and self.elapsed() >= self.time_limit:
@@ -82,6 +98,7 @@ class TimeBudget:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.elapsed_before = float(state["elapsed"])
+        self._agreed = None
         if self.run_start is not None:
             self.run_start = self.clock()
         if self.decay is not None:

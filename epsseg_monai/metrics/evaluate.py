@@ -39,6 +39,7 @@ def evaluate_segmentations(
     num_classes: int,
     output_dir: str | os.PathLike,
     class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Dice per class and mean Dice of every prediction in ``pred_dir`` against the label of the same name.
 
@@ -52,6 +53,8 @@ def evaluate_segmentations(
         num_classes: ``C``.
         output_dir: where ``dice.json`` and ``dice.csv`` are written.
         class_names: optional names of classes ``1..C`` for the reports.
+        overwrite: replace an earlier ``dice.json`` / ``dice.csv`` in ``output_dir``; without it they are refused
+            (``FileExistsError``) before anything is computed.
 
     Returns:
         The report written to ``dice.json`` (there, the Dice of a class absent from both maps is ``null``;
@@ -60,6 +63,16 @@ def evaluate_segmentations(
     from ..transforms.load_image import LoadMicroscopyImage
 
     names = _class_names(num_classes, class_names)
+    out = Path(output_dir)
+    if not overwrite and (existing := [p.name for p in (out / "dice.json", out / "dice.csv") if p.exists()]):
+        raise FileExistsError(
+            f"{out} already holds {' and '.join(existing)} of an earlier evaluation: pass --overwrite true to "
+            "replace them, or --output_dir NEW_FOLDER to keep both."
+        )
+    for folder, what, fix in ((pred_dir, "Prediction", "run the inference config first, or pass --pred_dir"),
+                              (label_dir, "Label", "pass --label_dir with the dense label maps")):  # fmt: skip
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{what} folder {folder} does not exist; {fix}.")
     preds = {image_stem(p): p for p in list_images(pred_dir) if not image_stem(p).endswith("_prob")}
     labels = {image_stem(p): p for p in list_images(label_dir)}
     if not preds:
@@ -89,7 +102,6 @@ def evaluate_segmentations(
         "pred_dir": str(pred_dir),
         "label_dir": str(label_dir),
     }
-    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dice.json").write_text(json.dumps(_nan_to_none(report), indent=2))  # strict JSON: NaN -> null
     with open(out / "dice.csv", "w", newline="") as f:

@@ -48,6 +48,10 @@ def save_network_config(
             "(--class_names) or set --num_classes."
         )
     config = {"network": args, "class_names": names}
+    from ..utils import is_main_process
+
+    if not is_main_process():  # under torchrun rank 0 writes it
+        return config
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from .checks import CheckInputsD, CheckInputsd, CheckInputsDict
+from .click_suggestions import (
+    SuggestClicks,
+    SuggestClicksD,
+    SuggestClicksd,
+    SuggestClicksDict,
+    click_uncertainty,
+    write_clicks_csv,
+)
 from .load_image import LoadMicroscopyImage, LoadMicroscopyImageD, LoadMicroscopyImaged, LoadMicroscopyImageDict
 from .masking import CenterRegionMask, CenterRegionMaskD, CenterRegionMaskd, CenterRegionMaskDict
 from .neighbour_patch import (
@@ -31,6 +39,12 @@ from .sparse_patch import (
 from .sparse_split import SplitSparseLabels, SplitSparseLabelsD, SplitSparseLabelsd, SplitSparseLabelsDict
 
 __all__ = [
+    "SuggestClicks",
+    "SuggestClicksD",
+    "SuggestClicksDict",
+    "SuggestClicksd",
+    "click_uncertainty",
+    "write_clicks_csv",
     "AdjustClassPriors",
     "DensePseudoLabels",
     "DensePseudoLabelsD",

@@ -15,6 +15,7 @@ from monai.utils import convert_to_numpy
 from ..data.image_io import image_stem, is_nifti
 from ..inferers.dense import class_entropy
 from ..utils import labels_from_probabilities
+from .click_suggestions import write_clicks_csv
 from .overlay import label_overlay
 
 __all__ = ["SaveSegmentationD", "SaveSegmentationDict", "SaveSegmentationd", "probabilities_to_labels"]
@@ -71,6 +72,9 @@ class SaveSegmentationd(MapTransform):
         save_probabilities: also write the probabilities.
         save_uncertainty: also write the per-pixel entropy map.
         save_overlay: also write a PNG preview of 2D predictions (ignored for 3D).
+        save_clicks: also write the click suggestions under ``clicks_key`` (:class:`SuggestClicksd`) as
+            ``<input name>_clicks.csv``, a napari Points CSV.
+        clicks_key: key of the click suggestions.
         overwrite: replace files that already exist in ``output_dir`` (default: refuse, naming the file).
         allow_missing_keys: don't raise an exception if a key is missing.
     """
@@ -85,6 +89,8 @@ class SaveSegmentationd(MapTransform):
         save_overlay: bool = False,
         overwrite: bool = False,
         allow_missing_keys: bool = False,
+        save_clicks: bool = False,
+        clicks_key: str = "clicks",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.output_dir = Path(output_dir)
@@ -93,6 +99,7 @@ class SaveSegmentationd(MapTransform):
         self.save_uncertainty = save_uncertainty
         self.save_overlay = save_overlay
         self.overwrite = overwrite
+        self.save_clicks, self.clicks_key = save_clicks, clicks_key
 
     def output_paths(self, src: str | Path) -> list[Path]:
         """The files written for input ``src`` (the overlay PNG is written for 2D inputs only)."""
@@ -105,6 +112,8 @@ class SaveSegmentationd(MapTransform):
             postfixes.append(("_entropy", ext))
         if self.save_overlay:
             postfixes.append(("_overlay", ".png"))
+        if self.save_clicks:
+            postfixes.append(("_clicks", ".csv"))
         return [self.output_dir / f"{image_stem(src)}{postfix}{e}" for postfix, e in postfixes]
 
     def check_outputs(self, sources: Sequence[str | Path], input_dirs: Sequence[str | Path] = ()) -> None:
@@ -179,6 +188,10 @@ class SaveSegmentationd(MapTransform):
 
                 path = self._target(str(src), "_overlay", ".png", written)
                 Image.fromarray(label_overlay(image, labels)).save(path)
+                written.add(path)
+            if self.save_clicks and self.clicks_key in d:
+                path = self._target(str(src), "_clicks", ".csv", written)
+                write_clicks_csv(convert_to_numpy(d[self.clicks_key]), path)
                 written.add(path)
             for postfix, array, channels in outputs:
                 path = self._target(str(src), postfix, written=written)

@@ -18,7 +18,8 @@ from test_bundle_configs import CONFIGS
 
 def _augmentation(section: str, spatial_dims: int, patch_size: int) -> list:
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
+    overlays = ["semi_supervised.json"] if section == "semi_supervised" else []  # phase 2 is an overlay config
+    parser.read_config([str(CONFIGS / name) for name in ("train.json", *overlays)])
     parser.update({"spatial_dims": spatial_dims, "patch_size": patch_size, "num_classes": 2, "batch_size": 16,
                    "num_neighbours": 3, "mask_size": 1})  # fmt: skip
     return parser.get_parsed_content(f"{section}#augmentation")

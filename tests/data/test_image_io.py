@@ -44,6 +44,19 @@ def test_2d_tiff_equals_tifffile_imread(tmp_path: Path, load: LoadImage, dtype: 
     assert img.meta["filename_or_obj"] == str(path)
 
 
+@pytest.mark.parametrize("compression", ["lzw", "zlib"])
+def test_compressed_tiff_from_fiji_is_read(tmp_path: Path, load: LoadImage, compression: str) -> None:
+    """Fiji saves LZW/Deflate TIFFs; tifffile decodes them with imagecodecs, a dependency of the package."""
+    arr = _ramp((30, 41)) % 4000
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, arr, compression=compression, imagej=True)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].compression != 1, "the file was written uncompressed: the test would prove nothing"
+    img = load(str(path))
+    assert tuple(img.shape) == (1, 30, 41)
+    np.testing.assert_array_equal(np.asarray(img[0]), arr)
+
+
 def test_tiff_suffix_variants_are_read(tmp_path: Path, load: LoadImage) -> None:
     arr = _ramp((4, 6))
     for name in ("a.tiff", "b.TIF"):

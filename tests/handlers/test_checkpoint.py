@@ -84,7 +84,7 @@ def test_one_checkpoint_kept_and_last_weights_written(tmp_path):
     trainer.run(range(EPOCH_LENGTH), max_epochs=3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=3.pt", "model_last.pt"]
     state = torch.load(tmp_path / "checkpoint_epoch=3.pt", weights_only=False)
-    assert set(state) == {"model", "optimizer", "trainer", "time_budget"}
+    assert set(state) == {"model", "optimizer", "trainer", "time_budget", "phase"} and state["phase"] == "train"
     assert state["trainer"]["iteration"] == 3 * EPOCH_LENGTH
     last = torch.load(tmp_path / "model_last.pt", weights_only=False)
     torch.testing.assert_close(last["model"]["weight"], net.weight)
@@ -166,7 +166,7 @@ class _Runner:
         return self.engine.run(range(EPOCH_LENGTH), max_epochs=self.max_epochs)
 
 
-def test_best_model_saver_keeps_the_best_over_a_resume(tmp_path):
+def test_best_model_saver_keeps_the_best_over_a_resume(tmp_path, caplog):
     net = torch.nn.Linear(2, 1)
     saver = BestModelSaver(tmp_path / "model.pt", net, "dice")
     evaluator = Engine(lambda e, b: None)
@@ -182,7 +182,9 @@ def test_best_model_saver_keeps_the_best_over_a_resume(tmp_path):
     for _ in range(2):  # nan and a worse score: model.pt keeps the best
         with torch.no_grad():
             net.weight.add_(1.0)
-        evaluator.run([0])
+        with caplog.at_level("WARNING"):
+            evaluator.run([0])
+    assert sum("Validation dice is nan" in r.getMessage() for r in caplog.records) == 1, "nan must be warned about"
     assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], best_weights["weight"])
     resumed = BestModelSaver(tmp_path / "model.pt", net, "dice")
     resumed.load_state_dict(saver.state_dict())
@@ -236,3 +238,41 @@ def test_time_budget_without_limit_only_counts():
         TimeBudget(-1)
     with pytest.raises(ValueError, match="optimizer"):
         TimeBudget(5, lr_decay=True)
+
+
+def test_checkpoints_name_their_phase_and_a_resume_keeps_the_configured_epoch_length(tmp_path):
+    from epsseg_monai.handlers import ResumeCheckpointLoader
+    from epsseg_monai.handlers.checkpoint import check_resume_phase, checkpoint_phase
+
+    net, opt, trainer, budget, ckpt = make_training(tmp_path)
+    trainer.run(range(EPOCH_LENGTH), max_epochs=2)
+    path = tmp_path / "checkpoint_epoch=2.pt"
+    assert checkpoint_phase(path) == "train" and checkpoint_phase(None) is None
+    assert check_resume_phase("train", ["train"], str(path)) == "train"
+    with pytest.raises(ValueError, match="semi_supervised.json"):
+        check_resume_phase("semi_supervised", ["train"], str(path))
+    atomic_save(net.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        checkpoint_phase(tmp_path / "model.pt")
+
+    net2, opt2, trainer2, budget2, ckpt2 = make_training(tmp_path / "resumed")
+    objects = dict(ckpt2.objects)
+    with pytest.raises(ValueError, match="'train' phase, not of 'self_training'"):
+        ResumeCheckpointLoader(str(path), objects, phase="self_training")(trainer2)
+    ResumeCheckpointLoader(str(path), objects).attach(trainer2)
+    trainer2.run(range(2 * EPOCH_LENGTH), max_epochs=3, epoch_length=2 * EPOCH_LENGTH)
+    assert trainer2.state.epoch == 3 and trainer2.state.epoch_length == 2 * EPOCH_LENGTH
+    assert trainer2.state.iteration == 3 * 2 * EPOCH_LENGTH  # epoch 3 ran with the new length
+
+
+def test_a_new_training_refuses_an_earlier_one_unless_asked(tmp_path):
+    from epsseg_monai.handlers.checkpoint import check_training_outputs
+
+    check_training_outputs(tmp_path)  # empty: fine
+    (tmp_path / "intensity_stats.json").write_text("{}")
+    check_training_outputs(tmp_path)  # statistics alone are no trained model
+    (tmp_path / "model.pt").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        check_training_outputs(tmp_path)
+    check_training_outputs(tmp_path, overwrite=True)
+    check_training_outputs(tmp_path, resume_from=str(tmp_path / "model_last.pt"))

@@ -135,3 +135,16 @@ def test_json_is_strict_when_a_class_is_absent(folders: tuple[Path, Path], tmp_p
         raise ValueError(f"non-standard JSON constant {token}")
 
     json.loads((tmp_path / "eval" / "dice.json").read_text(), parse_constant=refuse)
+
+
+def test_an_earlier_evaluation_is_kept_unless_overwrite(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    pred, label = folders
+    out = tmp_path / "eval"
+    evaluate_segmentations(pred, label, 2, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (out / "dice.json").write_text('{"mine": 1}')
+    with pytest.raises(FileExistsError, match="--overwrite true"):
+        evaluate_segmentations(pred, label, 2, out)
+    assert (out / "dice.json").read_text() == '{"mine": 1}' and (out / "dice.csv").read_bytes() == before["dice.csv"]
+    evaluate_segmentations(pred, label, 2, out, overwrite=True)
+    assert (out / "dice.json").read_bytes() == before["dice.json"]

@@ -1,0 +1,89 @@
+"""``torchrun`` data-parallel training and sharded inference through the zoo-style overlays
+``multi_gpu_train.json`` / ``multi_gpu_inference.json``, on CPU with the ``gloo`` backend (2 processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tifffile
+import torch.distributed as dist
+from test_bundle_configs import CONFIGS, TINY_2D, bundle, check, make_dataset, overrides
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="no gloo backend")
+
+COMMON = {"num_classes": 3, "class_names": ["x", "y", "z"], **TINY_2D, "epoch_length": 4, "num_threads": 1}
+
+
+def torchrun(run_id: str, configs: list[str], cwd: Path, nproc: int = 2, **values) -> subprocess.CompletedProcess:
+    files = json.dumps([str(CONFIGS / c) for c in configs])
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "monai.bundle", "run", run_id, "--config_file", files,
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd + overrides(values), cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def train_losses(log: str) -> list[float]:
+    return [float(v) for v in re.findall(r"train_loss: ([0-9.]+)", log)]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """One epoch on one process (batch 8) and on two (batch 4 each: the same global batch), the two-process run
+    with the semi-supervised overlay after it (one epoch)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    data = make_dataset(tmp / "data", (40, 44))
+    single = check(bundle("training", "train.json", tmp, dataset_dir=str(data), bundle_root=str(tmp / "one"),
+                          **COMMON, epochs=1, batch_size=8))  # fmt: skip
+    result = torchrun("training", ["train.json", "multi_gpu_train.json", "semi_supervised.json"], tmp,
+                      dataset_dir=str(data), bundle_root=str(tmp / "two"), **COMMON, epochs=1, batch_size=4,
+                      semi_supervised_epochs=1, num_neighbours=3)  # fmt: skip
+    return {"tmp": tmp, "data": data, "single": single, "ddp": check(result)}
+
+
+def test_two_process_training_writes_once_and_matches_one_process(runs):
+    models = runs["tmp"] / "two" / "models"
+    assert sorted(p.name for p in models.glob("*checkpoint_epoch=*.pt")) == [
+        "checkpoint_epoch=1.pt",
+        "semi_supervised_checkpoint_epoch=1.pt",
+    ]
+    for name in ("model.pt", "model_last.pt", "model_supervised.pt", "network.json", "intensity_stats.json"):
+        assert (models / name).is_file(), name
+    assert not list(models.glob("*.tmp")) and not list(models.glob(".*.tmp"))
+    events = list((runs["tmp"] / "two" / "eval" / "runs").glob("events.out.tfevents*"))
+    assert len(events) == 4, "TensorBoard on rank 0 only: phase 1's and phase 2's trainer and evaluator"
+    # the epoch's mean loss of 2 processes x batch 4 agrees with 1 process x batch 8 (same initial weights,
+    # other random patches)
+    (one,) = train_losses(runs["single"])
+    two = train_losses(runs["ddp"])
+    assert len(two) == 2, "rank 0 logs phase 1 and phase 2 once each"
+    assert abs(two[0] - one) <= 0.25 * one, (one, two)
+    assert runs["ddp"].count("Metrics -- val_mean_dice:") == 2, "validation logged once per epoch"
+
+
+def test_two_process_inference_writes_each_output_once(runs, tmp_path):
+    tmp, data = runs["tmp"], runs["data"]
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):  # 3 images over 2 ranks: 2 and 1
+        (images / f"im{i}.tif").write_bytes((data / "images" / ("a.tif" if i % 2 else "b.tif")).read_bytes())
+    root = str(tmp / "two")
+    check(bundle("inference", "inference.json", tmp_path, bundle_root=root, dataset_dir=str(images),
+                 output_dir=str(tmp_path / "one")))  # fmt: skip
+    log = check(torchrun("inference", ["inference.json", "multi_gpu_inference.json"], tmp_path, bundle_root=root,
+                         dataset_dir=str(images), output_dir=str(tmp_path / "two"), num_threads=1))  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["im0.tif", "im1.tif", "im2.tif"]
+    for i in range(3):
+        one, two = (tifffile.imread(tmp_path / d / f"im{i}.tif") for d in ("one", "two"))
+        assert (one == two).all(), f"im{i}.tif differs from the one-process prediction"
+    # a second run without --overwrite is refused on every rank before anything is predicted
+    result = torchrun("inference", ["inference.json", "multi_gpu_inference.json"], tmp_path, bundle_root=root,
+                      dataset_dir=str(images), output_dir=str(tmp_path / "two"))  # fmt: skip
+    assert result.returncode != 0 and "--overwrite true" in result.stdout + result.stderr
+    assert "Traceback" not in log

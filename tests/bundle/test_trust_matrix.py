@@ -1,0 +1,132 @@
+"""A user's mistakes never cost them data: each case runs a bundle config as a user would and checks the exit code,
+the last line of the output (the cause, naming the file or option and the fix) and the md5 of every file the user
+owns (the dataset, ``models/``, ``eval/``) before and after.
+
+The cases are those of issue 17's matrix (bad inputs, wrong options, interrupted or repeated runs) on tiny TIFFs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from test_bundle_configs import SCHEDULE, TINY_2D, bundle, check, make_dataset
+
+COMMON = {"num_classes": 3, "class_names": ["x", "y", "z"], **TINY_2D}
+
+
+def md5_tree(*folders: Path) -> dict[str, str]:
+    return {
+        str(p): hashlib.md5(p.read_bytes()).hexdigest()
+        for folder in folders
+        if folder.exists()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_bundle(tmp_path_factory) -> dict:
+    """One trained bundle (1 epoch) with predictions and an evaluation, as a user has after a first session."""
+    tmp = tmp_path_factory.mktemp("trust")
+    data = make_dataset(tmp / "data", (40, 44))
+    root = tmp / "b"
+    check(bundle("training", "train.json", tmp, dataset_dir=str(data), bundle_root=str(root), **COMMON,
+                 **{**SCHEDULE, "epochs": 1}))  # fmt: skip
+    check(bundle("inference", "inference.json", tmp, bundle_root=str(root), input_dir=str(data / "val" / "images")))
+    check(bundle("evaluate", "evaluate.json", tmp, bundle_root=str(root),
+                 label_dir=str(data / "val" / "ground_truth")))  # fmt: skip
+    assert (root / "eval" / "predictions" / "v.tif").is_file() and (root / "eval" / "dice.json").is_file()
+    return {"tmp": tmp, "data": data, "root": root}
+
+
+def _label(data: Path, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+    path = data / "labels" / "a.tif"
+    tifffile.imwrite(path, fn(tifffile.imread(path)))
+
+
+def _id7(label: np.ndarray) -> np.ndarray:
+    label = label.copy()
+    label[0, 0] = 7
+    return label
+
+
+def _nan_image(data: Path) -> None:
+    image = tifffile.imread(data / "images" / "b.tif").astype(np.float32)
+    image[3, 3] = np.nan
+    tifffile.imwrite(data / "images" / "b.tif", image)
+
+
+# (id, run id, change to a copy of the dataset, overrides, fragments of the last line)
+TRAINING_CASES = [
+    ("label id out of range", "training", lambda d: _label(d, _id7), {}, ["a.tif", "7"]),
+    ("label shape mismatch", "training", lambda d: _label(d, lambda x: x[:-2]), {}, ["a.tif", "shape"]),
+    ("all-zero label", "training", lambda d: _label(d, np.zeros_like), {}, ["a.tif", "no labelled pixel"]),
+    ("missing label file", "training", lambda d: (d / "labels" / "a.tif").unlink(), {}, ["a", "annotation"]),
+    ("NaN in an image", "training", _nan_image, {}, ["b.tif", "NaN"]),
+    ("3D volume in the 2D config", "training",
+     lambda d: tifffile.imwrite(d / "images" / "a.tif", np.zeros((5, 40, 44), np.uint8) + 9) or
+     tifffile.imwrite(d / "labels" / "a.tif", np.ones((5, 40, 44), np.uint8)), {}, ["a.tif", "spatial_dims"]),
+    ("missing dataset folder", "training", lambda d: shutil.rmtree(d), {}, ["does not exist", "--dataset_dir"]),
+    ("mistyped run id", "trainig", None, {}, ["Unknown run id 'trainig'"]),
+    ("retraining without --overwrite", "training", None, {"overwrite": False}, ["--overwrite true"]),
+    ("resume from a missing file", "training", None, {"resume_from": "nowhere.pt"}, ["nowhere.pt", "not found"]),
+    ("resume from an empty file", "training", None, {"resume_from": "EMPTY"}, ["empty.pt", "cannot be read"]),
+    ("resume from weights only", "training", None, {"resume_from": "MODEL"}, ["not a training checkpoint"]),
+    ("num_classes below the label ids", "training", None, {"num_classes": 2, "class_names": ["x", "y"]},
+     ["class id 3", "num_classes=2"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TRAINING_CASES, ids=[c[0] for c in TRAINING_CASES])
+def test_failed_training_changes_nothing(trained_bundle, tmp_path, case):
+    name, run_id, change, values, fragments = case
+    data = tmp_path / "data"
+    shutil.copytree(trained_bundle["data"], data)
+    if change is not None:
+        change(data)
+    root = trained_bundle["root"]
+    (tmp_path / "empty.pt").write_bytes(b"")
+    resume = {"EMPTY": str(tmp_path / "empty.pt"), "MODEL": str(root / "models" / "model.pt")}
+    values = {k: resume.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
+    before = md5_tree(root, trained_bundle["data"])
+    args = {"dataset_dir": str(data), "bundle_root": str(root), **COMMON, **SCHEDULE, "overwrite": True, **values}
+    result = bundle(run_id, "train.json", tmp_path, **args)
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode != 0, f"{name}: exit 0\n{result.stdout[-2000:]}"
+    assert all(f in last for f in fragments), f"{name}: last line {last!r}"
+    assert md5_tree(root, trained_bundle["data"]) == before, f"{name}: a user's file changed"
+
+
+def test_failed_inference_and_evaluation_change_nothing(trained_bundle, tmp_path):
+    data, root = trained_bundle["data"], trained_bundle["root"]
+    images = str(data / "val" / "images")
+    (tmp_path / "broken.pt").write_bytes(b"\x00" * 10)  # a truncated download, with its network.json beside it
+    (tmp_path / "network.json").write_bytes((root / "models" / "network.json").read_bytes())
+    cases = [
+        ("inference", "inference.json", {"input_dir": images, "output_dir": str(data / "val" / "labels"),
+                                         "overwrite": True}, ["labels"]),
+        ("inference", "inference.json", {"input_dir": images}, ["--overwrite true"]),
+        ("inference", "inference.json", {"input_dir": images, "output_dir": images, "overwrite": True}, ["input"]),
+        ("inference", "inference.json", {"input_dir": str(tmp_path / "none"), "output_dir": str(tmp_path / "o")},
+         ["does not exist"]),
+        ("inference", "inference.json", {"input_dir": images, "output_dir": str(tmp_path / "o2"),
+                                         "checkpoint": str(tmp_path / "broken.pt")}, ["broken.pt", "cannot be read"]),
+        ("evaluate", "evaluate.json", {"label_dir": str(data / "val" / "ground_truth")}, ["--overwrite true"]),
+        ("evaluate", "evaluate.json", {"label_dir": str(data / "val" / "images"), "overwrite": True,
+                                       "pred_dir": str(tmp_path / "nothing")}, ["nothing does not exist", "inference"]),
+        ("inferense", "inference.json", {"input_dir": images}, ["Unknown run id"]),
+    ]  # fmt: skip
+    for run_id, config, values, fragments in cases:
+        before = md5_tree(root, data)
+        result = bundle(run_id, config, tmp_path, bundle_root=str(root), **values)
+        last = (result.stdout + result.stderr).strip().splitlines()[-1]
+        assert result.returncode != 0, f"{run_id} {values}: exit 0"
+        assert all(f in last for f in fragments), f"{run_id} {values}: last line {last!r}"
+        assert md5_tree(root, data) == before, f"{run_id} {values}: a user's file changed"
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
