@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -326,3 +327,16 @@ def all_reduce_max(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return float(t.item())
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path | None:
+    """Write ``text`` to ``path`` (creating the folder) through a temporary file renamed into place, so a crash
+    never leaves a half-written file; under ``torchrun`` only rank 0 writes (returns ``None`` on the others)."""
+    if not is_main_process():
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

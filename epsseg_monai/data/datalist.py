@@ -138,15 +138,9 @@ def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image")
 def save_intensity_stats(stats: dict[str, list[float]], path: str | os.PathLike) -> dict[str, list[float]]:
     """Write ``stats`` as JSON (creating the folder, atomically; under ``torchrun`` on rank 0 only) and return
     them, so a config can chain it."""
-    from ..utils import is_main_process
+    from ..utils import write_text_atomic
 
-    if not is_main_process():
-        return stats
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(stats, indent=2))
     return stats
 
 

@@ -48,15 +48,9 @@ def save_network_config(
             "(--class_names) or set --num_classes."
         )
     config = {"network": args, "class_names": names}
-    from ..utils import is_main_process
+    from ..utils import write_text_atomic
 
-    if not is_main_process():  # under torchrun rank 0 writes it
-        return config
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(config, indent=2) + "\n")  # under torchrun rank 0 writes it
     return config
 
 

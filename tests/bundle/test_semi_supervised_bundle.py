@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import torch
-from test_bundle_configs import SCHEDULE, TINY_2D, bundle, check, make_dataset
+from test_bundle_configs import SCHEDULE, TINY_2D, _same_weights, bundle, check, make_dataset
 
 OVERLAY = ["train.json", "semi_supervised.json"]
 
@@ -19,11 +19,6 @@ def _args(data: Path, root: Path, **extra) -> dict:
     return {"dataset_dir": str(data), "bundle_root": str(root), "num_classes": 3, "class_names": ["x", "y", "z"],
             **TINY_2D, **SCHEDULE, "epochs": 1, "batch_size": 12, "num_neighbours": 3, "pseudo_temperature": 1e-3,
             **extra}  # fmt: skip
-
-
-def _same_weights(a: Path, b: Path) -> bool:
-    sa, sb = torch.load(a, weights_only=True), torch.load(b, weights_only=True)
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _md5(path: Path) -> str:
