@@ -128,9 +128,10 @@ def bundle_network(preset: Path, num_classes: int) -> torch.nn.Module:
 
 
 def run_epsseg(
-    ds: BenchmarkDataset, args: argparse.Namespace, work: Path
+    ds: BenchmarkDataset, args: argparse.Namespace, work: Path, extra_args: list[str] | None = None
 ) -> tuple[dict[str, list[np.ndarray]], float, dict[str, float]]:
-    """Train (or with ``--reuse_epsseg`` reload) and predict.
+    """Train (or with ``--reuse_epsseg`` reload) and predict; ``extra_args`` are added to the training command
+    (e.g. ``--load_pretrain true --pretrained_checkpoint PATH`` to fine-tune).
 
     Returns label maps of the final model (``epsseg``), with test-time augmentation (``epsseg_tta``), with
     prior adjustment (``epsseg_prior``), with both (``epsseg_tta_prior``) and, when the semi-supervised phase
@@ -153,6 +154,7 @@ def run_epsseg(
     if args.semi_supervised_epochs > 0:
         cmd += ["--semi_supervised_epochs", str(args.semi_supervised_epochs)]
     cmd += ["--overwrite", "true"]  # the benchmark's own folder: a rerun retrains (unless --reuse_epsseg)
+    cmd += list(extra_args or [])
     if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
         if not timing.exists():
             raise FileNotFoundError(f"--reuse_epsseg: {timing} not found; run once without --reuse_epsseg to train.")

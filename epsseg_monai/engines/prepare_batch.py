@@ -35,6 +35,8 @@ class PrepareEpsSegBatch(PrepareBatch):
         dense_label_key: their sparse label maps (needed with ``dense_image_key``).
         unmasked_fine: also pass the unmasked patches (``target_key``) as ``unmasked``, from which the
             fine-detail head of ε-Seg+ reads its centre features.
+        dense_batch_size: pass only the first this many crops (``None``: all, one per patch); the sampler's
+            class-balanced order makes the first crops balanced too.
     """
 
     def __init__(
@@ -46,7 +48,11 @@ class PrepareEpsSegBatch(PrepareBatch):
         dense_image_key: str = "dense_image",
         dense_label_key: str = "dense_label",
         unmasked_fine: bool = False,
+        dense_batch_size: int | None = None,
     ) -> None:
+        if dense_batch_size is not None and dense_batch_size < 1:
+            raise ValueError(f"dense_batch_size must be positive or None, got {dense_batch_size}.")
+        self.dense_batch_size = dense_batch_size
         self.image_key, self.target_key, self.class_key, self.mask_key = image_key, target_key, class_key, mask_key
         self.dense_image_key, self.dense_label_key = dense_image_key, dense_label_key
         self.unmasked_fine = unmasked_fine
@@ -70,8 +76,9 @@ class PrepareEpsSegBatch(PrepareBatch):
         inputs = move(_get(batchdata, self.image_key))
         extra: dict[str, torch.Tensor] = {}
         if self.dense_image_key in batchdata:
-            extra["dense_inputs"] = move(batchdata[self.dense_image_key])
-            extra["dense_labels"] = move(_get(batchdata, self.dense_label_key)).long()
+            keep = slice(0, self.dense_batch_size)
+            extra["dense_inputs"] = move(batchdata[self.dense_image_key][keep])
+            extra["dense_labels"] = move(_get(batchdata, self.dense_label_key)[keep]).long()
         if self.unmasked_fine:
             extra["unmasked"] = targets["target"]
         return (inputs, targets, (), extra) if extra else (inputs, targets)

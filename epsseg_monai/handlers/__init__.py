@@ -10,6 +10,7 @@ from .lr_time_decay import TimeBudgetLRDecay
 from .semi_supervised import SemiSupervisedScheduleHandler
 from .sparse_dice import SparseDiceHandler
 from .time_budget import TimeBudget
+from .tracking import adapt_tracking_handlers
 
 __all__ = [
     "ResumeCheckpointLoader",
@@ -21,5 +22,6 @@ __all__ = [
     "TimeBudget",
     "TimeBudgetLRDecay",
     "TrainingCheckpoint",
+    "adapt_tracking_handlers",
     "atomic_save",
 ]

@@ -8,10 +8,12 @@ from .autocast import AutocastInferer
 from .dense import DenseInferer, class_entropy
 from .dihedral import DihedralInferer, dihedral_transforms
 from .patch_center import PatchCenterInferer
+from .sliding_window import DenseSlidingWindowInferer
 
 __all__ = [
     "AutocastInferer",
     "DenseInferer",
+    "DenseSlidingWindowInferer",
     "DihedralInferer",
     "PatchCenterInferer",
     "class_entropy",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from .blocks import BlurPool, GatedResidualBlock, GMMPrior, SegmentationHead, gaussian_kl, receptive_field_radius
-from .nets import EpsSegHVAE
+from .nets import DensePredictor, EpsSegHVAE
 from .network_config import NETWORK_FILE, load_network_config, save_network_config
 
 __all__ = [
     "NETWORK_FILE",
     "BlurPool",
+    "DensePredictor",
     "EpsSegHVAE",
     "GMMPrior",
     "GatedResidualBlock",

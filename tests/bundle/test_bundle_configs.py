@@ -151,6 +151,24 @@ def test_ckpt_export_of_trained_weights(trained):
     assert torch.jit.load(str(tmp / "model.ts"))(torch.randn(3, 1, *[patch] * dims)).shape == (3, 3)
 
 
+def test_dense_torchscript_export_of_trained_bundle(trained):
+    """``python -m epsseg_monai.export torchscript`` on a trained bundle: the whole-image predictor, any size."""
+    from epsseg_monai.export import load_trained_network
+    from epsseg_monai.inferers import DenseInferer
+
+    tmp, common, dims = trained["tmp"], trained["common"], trained["dims"]
+    out = tmp / "model_dense.ts"
+    cmd = [sys.executable, "-m", "epsseg_monai.export", "torchscript", "--bundle_root", common["bundle_root"],
+           "--output", str(out), "--overwrite", "true"]  # fmt: skip
+    check(subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300))
+    module = torch.jit.load(str(out))
+    net, config = load_trained_network(common["bundle_root"])
+    assert config["class_names"] == ["x", "y", "z"]
+    for spatial in ([37, 45], [50, 41]) if dims == 2 else ([13, 15, 12],):
+        x = torch.randn(1, 1, *spatial)
+        assert torch.allclose(module(x), DenseInferer().logits(x, net), atol=1e-4, rtol=1e-4)
+
+
 def test_inference_refuses_corrupt_checkpoint(trained, tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .dense_predictor import DensePredictor
 from .eps_seg_hvae import EpsSegHVAE
 
-__all__ = ["EpsSegHVAE"]
+__all__ = ["DensePredictor", "EpsSegHVAE"]

@@ -88,6 +88,11 @@ class EpsSegHVAE(nn.Module):
             the centre pixel the head reads besides the top latent window; ``0`` is the stem (full resolution),
             ``l`` the output of bottom-up level ``l`` (resolution ``1/2**l``, ``num_levels`` the top one). Empty
             (default): the reference head. ``patch_size // 2`` must be a multiple of ``2**max(head_fine_levels)``.
+        dense_training: how :meth:`dense_training_pass` (ε-Seg+'s dense cross-entropy on crops) computes the crops'
+            logits: ``"phase_tree"`` (:meth:`forward_dense` with a mask of the labelled pixels, skipping sub-grids
+            without one) or ``"atrous"`` (:class:`~epsseg_monai.networks.DensePredictor` sharing these weights:
+            every pixel, dilated convolutions at full resolution, batch norm over the whole crops). The same
+            function of the weights; they differ in speed and in the batch-norm statistics of a training pass.
     """
 
     def __init__(
@@ -110,8 +115,12 @@ class EpsSegHVAE(nn.Module):
         norm: str | None = "batch",
         reconstruct_center: int | None = None,
         head_fine_levels: Sequence[int] = (),
+        dense_training: str = "phase_tree",
     ) -> None:
         super().__init__()
+        if dense_training not in ("phase_tree", "atrous"):
+            raise ValueError(f"dense_training must be 'phase_tree' or 'atrous', got {dense_training!r}.")
+        self.dense_training = dense_training
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         if num_levels < 1:
@@ -417,7 +426,12 @@ class EpsSegHVAE(nn.Module):
         if any(r.stop <= r.start for r in region):
             raise ValueError(f"Crops {tuple(inputs.shape[2:])} are too small for a valid dense pass (need > {span}).")
         labels = labels[(slice(None), *region)].long()
-        logits = self.forward_dense(inputs, pad_mode=None, needed=labels > 0)
+        if self.dense_training == "atrous":
+            from .dense_predictor import DensePredictor
+
+            logits = DensePredictor(self, pad_mode=None, share_weights=True)(inputs)
+        else:
+            logits = self.forward_dense(inputs, pad_mode=None, needed=labels > 0)
         return {"dense_logits": logits, "dense_labels": labels}
 
     def forward(
@@ -496,6 +510,17 @@ class EpsSegHVAE(nn.Module):
                 needed = grown
         out = tree.logits(padded, needed)
         return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
+
+    def dense_predictor(self, pad_mode: str | None = "reflect", patch_size: int | None = None) -> nn.Module:
+        """:meth:`forward_dense` as one module that ``torch.jit.trace`` exports for any image size.
+
+        Returns a :class:`~epsseg_monai.networks.nets.dense_predictor.DensePredictor` (the à-trous form of the
+        dense pass, eval mode, a copy of the prediction path's current weights) whose ``forward(x)`` equals
+        ``self.forward_dense(x, pad_mode)`` to floating-point rounding.
+        """
+        from .dense_predictor import DensePredictor
+
+        return DensePredictor(self, pad_mode=pad_mode, patch_size=patch_size)
 
     def latent_sizes(self, patch_size: int | Sequence[int] | None = None) -> list[tuple[int, ...]]:
         """Spatial sizes of the latent maps of every level (bottom to top) for a patch of ``patch_size``."""
