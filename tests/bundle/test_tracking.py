@@ -1,4 +1,4 @@
-"""``python -m monai.bundle run training ... --tracking mlflow``: MONAI's MLflow handler logs the ε-Seg trainer's loss."""
+"""`monai.bundle run training ... --tracking mlflow`: MONAI's MLflow handler logs the ε-Seg trainer's loss."""
 
 from __future__ import annotations
 

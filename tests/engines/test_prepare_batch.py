@@ -137,6 +137,10 @@ def test_eps_seg_batch_passes_crops_and_unmasked_patches_to_the_network() -> Non
     assert torch.equal(kwargs["dense_inputs"], data["dense_image"])
     assert kwargs["dense_labels"].dtype == torch.long
     assert torch.equal(kwargs["unmasked"], data["target"])
+    _, _, _, first = PrepareEpsSegBatch(dense_batch_size=2)(data, device="cpu")  # only the first crops
+    assert torch.equal(first["dense_inputs"], data["dense_image"][:2]) and first["dense_labels"].shape[0] == 2
+    with pytest.raises(ValueError, match="dense_batch_size"):
+        PrepareEpsSegBatch(dense_batch_size=0)
     del data["dense_label"]
     with pytest.raises(KeyError, match="dense_label"):
         PrepareEpsSegBatch()(data)

@@ -83,3 +83,36 @@ def test_dilate_refuses_strided_layers() -> None:
 def test_bad_pad_mode() -> None:
     with pytest.raises(ValueError, match="pad_mode"):
         DensePredictor(network(2), pad_mode="circular")
+
+
+def test_shared_weights_train_the_network() -> None:
+    """``share_weights``: the same parameter tensors, gradients reach the network, train() is followed."""
+    net = network(2, head_fine_levels=(0, 1))
+    predictor = DensePredictor(net, pad_mode=None, share_weights=True)
+    ids = {id(p) for p in net.parameters()}
+    assert {id(p) for p in predictor.parameters()} <= ids
+    predictor.train()
+    assert predictor.training and all(p.requires_grad for p in net.parameters())
+    predictor(images((40, 40))).square().mean().backward()
+    assert net.stem[0].weight.grad is not None and net.head.net[2].weight.grad is not None
+
+
+def test_atrous_dense_training_pass_equals_phase_tree() -> None:
+    """``dense_training="atrous"`` gives the phase tree's logits at the labelled pixels (eval mode)."""
+    from epsseg_monai.networks import EpsSegHVAE
+
+    tree = network(2, head_fine_levels=(0,))
+    atrous = EpsSegHVAE(2, 1, 3, num_levels=2, num_filters=8, num_blocks=1, latent_channels=4, head_window=4,
+                        patch_size=16, head_fine_levels=(0,), dense_training="atrous").eval()  # fmt: skip
+    atrous.load_state_dict(tree.state_dict())
+    crops = images((40, 40))
+    labels = torch.zeros((2, 40, 40), dtype=torch.long)
+    labels[0, 20, 18], labels[1, 15, 25], labels[1, 22, 21] = 1, 2, 3
+    with torch.no_grad():
+        a, b = tree.dense_training_pass(crops, labels), atrous.dense_training_pass(crops, labels)
+    mask = a["dense_labels"] > 0
+    assert mask.sum() == 3 and torch.equal(a["dense_labels"], b["dense_labels"])
+    assert torch.allclose(a["dense_logits"].permute(0, 2, 3, 1)[mask], b["dense_logits"].permute(0, 2, 3, 1)[mask],
+                          atol=1e-4)  # fmt: skip
+    with pytest.raises(ValueError, match="dense_training"):
+        EpsSegHVAE(2, 1, 3, dense_training="dilated")
