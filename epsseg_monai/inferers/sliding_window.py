@@ -21,10 +21,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.inferers import Inferer, sliding_window_inference
 from monai.utils import ensure_tuple_rep
 from torch import nn
+
+from epsseg_monai.networks.nets.eps_seg_hvae import pad_border
 
 __all__ = ["DenseSlidingWindowInferer"]
 
@@ -104,11 +105,7 @@ class DenseSlidingWindowInferer(Inferer):
         dims = len(pads)
         if inputs.ndim != dims + 2:
             raise ValueError(f"Expected (B, C, {', '.join(['*'] * dims)}) inputs, got shape {tuple(inputs.shape)}.")
-        mode = self.pad_mode
-        if mode == "reflect" and any(max(p) >= s for p, s in zip(pads, inputs.shape[2:])):
-            mode = "replicate"  # as forward_dense: torch cannot reflect by more than the image side
-        flat = [v for p in reversed(pads) for v in p]
-        padded = F.pad(inputs.float(), flat, mode=mode) if any(flat) else inputs.float()
+        padded = pad_border(inputs.float(), pads, self.pad_mode)  # as the dense pass pads
         sizes = tuple(padded.shape[2:])
         roi = tuple(min(r, n) for r, n in zip(ensure_tuple_rep(self.roi_size, dims), sizes))
         for r, n, (before, after) in zip(roi, sizes, pads):

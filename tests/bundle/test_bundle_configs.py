@@ -356,6 +356,42 @@ def test_tiled_inference_equals_whole_image(trained, tmp_path):
     np.testing.assert_allclose(probs["tiled"], probs["whole"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", ["tif", "ome.zarr"])
+def test_large_image_inference_equals_inference(trained, tmp_path, fmt):
+    """The ``large_image_inference.json`` overlay (lazy input, tile-by-tile output) gives ``inference.json``'s result,
+    from an LZW-compressed TIFF too (read chunk by chunk), into a memory-mapped TIFF or an OME-Zarr."""
+    pytest.importorskip("zarr", reason="zarr is not installed (the [zarr] extra; the LZW input is read through it)")
+    if fmt == "ome.zarr":
+        pytest.importorskip("ome_zarr", reason="ome-zarr is not installed (the [zarr] extra)")
+    data, common, dims = trained["data"], trained["common"], trained["dims"]
+    check(bundle("inference", "inference.json", tmp_path, input_dir=str(data / "val" / "images"),
+                 output_dir=str(tmp_path / "ref"), save_probabilities=True, amp=False, **common))  # fmt: skip
+    expected = tifffile.imread(tmp_path / "ref" / "v_prob.tif")  # ImageJ's Z, C, Y, X in 3D
+    channels_first = (lambda p: np.moveaxis(p, 1, 0)) if dims == 3 else (lambda p: p)
+    (tmp_path / "in").mkdir()
+    image = tifffile.imread(data / "val" / "images" / "v.tif")
+    tifffile.imwrite(tmp_path / "in" / "v.tif", image)
+    tifffile.imwrite(tmp_path / "in" / "w.tif", image, compression="lzw")
+    out, configs = tmp_path / "large", ["inference.json", "large_image_inference.json"]
+    check(bundle("inference", configs, tmp_path, input_dir=str(tmp_path / "in"), output_dir=str(out),
+                 output_format=fmt, tile_size=[7] * dims, save_probabilities=True, amp=False, **common))  # fmt: skip
+    for name in ("v", "w"):
+        if fmt == "tif":
+            labels = tifffile.imread(out / f"{name}.tif")
+            probs = channels_first(tifffile.imread(out / f"{name}_prob.tif"))  # the same layout as inference.json's
+        else:
+            import zarr
+
+            labels = zarr.open_group(str(out / f"{name}.ome.zarr"), mode="r")["0"][...]
+            probs = zarr.open_group(str(out / f"{name}_prob.ome.zarr"), mode="r")["0"][...]
+        np.testing.assert_allclose(probs, channels_first(expected), rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(labels, channels_first(expected).argmax(0) + 1)
+    # a second run refuses to replace the predictions
+    result = bundle("inference", configs, tmp_path, input_dir=str(tmp_path / "in"), output_dir=str(out),
+                    output_format=fmt, tile_size=[7] * dims, **common)  # fmt: skip
+    assert result.returncode != 0 and "already exists" in result.stderr.strip().splitlines()[-1]
+
+
 def test_tta_inference_is_rotation_equivariant(trained, tmp_path):
     """``--tta true`` averages the 8 rotations and flips: a quarter-turned image gets the quarter-turned
     probabilities (exactly, a group property), which the plain dense prediction does not."""

@@ -38,6 +38,19 @@ class _Gaussian(nn.Module):
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
 
+
+def pad_border(x: torch.Tensor, pads: Sequence[Sequence[int]], mode: str) -> torch.Tensor:
+    """Pad the spatial axes of ``x`` ``(B, C, *spatial)`` by ``pads`` (``(before, after)`` per axis).
+
+    ``reflect`` falls back to ``replicate`` where an axis is too short to reflect by its padding (torch cannot
+    reflect by more than the image side); the dense pass and :class:`~epsseg_monai.inferers.DenseSlidingWindowInferer`
+    pad alike through this function.
+    """
+    if mode == "reflect" and any(max(p) >= s for p, s in zip(pads, x.shape[2:])):
+        mode = "replicate"
+    flat = [int(v) for p in reversed(list(pads)) for v in p]
+    return F.pad(x, flat, mode=mode) if any(flat) else x
+
 class EpsSegHVAE(nn.Module):
     """Ladder VAE of ε-Seg (arXiv 2510.18637) for 2D or 3D patches, as a MONAI network.
 
@@ -496,11 +509,7 @@ class EpsSegHVAE(nn.Module):
         spatial = tuple(x.shape[2:])
         if pad_mode is None:
             return tree.logits(x, needed)
-        mode = pad_mode
-        if mode == "reflect" and any(max(p) >= s for p, s in zip(tree.pads, spatial)):
-            mode = "replicate"  # torch cannot reflect by more than the image side
-        flat = [v for p in reversed(tree.pads) for v in p]
-        padded = F.pad(x, flat, mode=mode) if any(flat) else x
+        padded = pad_border(x, tree.pads, pad_mode)
         if needed is not None:  # the valid pass may give extra positions at the end (head window before the centre)
             span = (self.head.window - 1) * self.downsampling_factor
             extra = [n - span - s for n, s in zip(padded.shape[2:], spatial)]

@@ -1,0 +1,92 @@
+"""The napari dock widget in a real viewer (offscreen or Xvfb), and the plugin's npe2 manifest.
+
+Skipped, with the reason, where napari (the ``[napari]`` extra), pytest-qt or a Qt binding is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+npe2 = pytest.importorskip("npe2", reason="npe2 is not installed (pip install 'epsseg-monai[napari]')")
+
+
+def test_manifest_is_valid_and_its_widget_imports() -> None:
+    manifest = npe2.PluginManifest.from_distribution("epsseg-monai")
+    assert [w.command for w in manifest.contributions.widgets] == ["epsseg-monai.make_widget"]
+    manifest.validate_imports()  # every python_name resolves
+
+
+pytest.importorskip("napari", reason="napari is not installed (pip install 'epsseg-monai[napari]')")
+pytest.importorskip("pytestqt", reason="pytest-qt is not installed (needed for napari's make_napari_viewer)")
+try:
+    from qtpy import QtWidgets  # noqa: F401
+except Exception as e:  # no Qt binding, or no libraries to load it
+    pytest.skip(f"Qt is not available: {e}", allow_module_level=True)
+
+from test_napari_session import TINY, two_class_image  # noqa: E402
+
+from epsseg_monai.napari import InteractiveSession  # noqa: E402
+from epsseg_monai.napari.widget import (  # noqa: E402
+    PREDICTION_LAYER,
+    SUGGESTIONS_LAYER,
+    UNCERTAINTY_LAYER,
+    EpsSegWidget,
+)
+
+
+@pytest.fixture
+def widget(make_napari_viewer, tmp_path: Path) -> EpsSegWidget:
+    viewer = make_napari_viewer()
+    image, clicks = two_class_image()
+    viewer.add_image(image, name="em")
+    viewer.add_labels(clicks, name="clicks")
+    w = EpsSegWidget(viewer, work_dir=tmp_path / "work")
+    viewer.window.add_dock_widget(w, name="ε-Seg")
+    w._session = InteractiveSession(tmp_path / "work", preset="cpu", overrides=TINY)  # a tiny network
+    return w
+
+
+def test_paint_train_predict_suggest(widget: EpsSegWidget, qtbot) -> None:
+    viewer = widget.viewer
+    assert widget.image_layer.value.name == "em" and widget.labels_layer.value.name == "clicks"
+    worker = widget.start_training()
+    assert worker is not None and not widget.train_button.enabled and widget.stop_button.enabled
+    qtbot.waitUntil(lambda: PREDICTION_LAYER in viewer.layers, timeout=180_000)
+    pred = viewer.layers[PREDICTION_LAYER].data
+    assert pred.shape == viewer.layers["em"].data.shape and set(np.unique(pred)) <= {1, 2}
+    unc = viewer.layers[UNCERTAINTY_LAYER].data
+    assert unc.shape == pred.shape and 0.0 <= unc.min() and unc.max() <= 1.0 + 1e-6
+    assert widget.train_button.enabled and not widget.stop_button.enabled
+    assert widget.progress.value == 1000 and "Predicted with" in widget.status.value
+
+    widget.spacing.value = 40  # on this 40² image every pixel is within 40 px of a click: nothing to suggest
+    assert widget.suggest_clicks() is None and "lower the spacing" in widget.status.value
+    widget.spacing.value = 4
+    rows = widget.suggest_clicks()
+    points = viewer.layers[SUGGESTIONS_LAYER]
+    assert rows is not None and len(points.data) == len(rows) > 0
+    assert set(points.features["predicted_class"]) <= {1, 2}
+
+    # label the suggestions, train again: a second round that continues from the first
+    clicks = viewer.layers["clicks"].data
+    for y, x in rows[:, :2].astype(int):
+        clicks[y, x] = 1 if x < clicks.shape[1] // 2 else 2
+    viewer.layers["clicks"].data = clicks
+    first = widget.session().latest_model()
+    widget.start_training()
+    widget.stop_training()  # stop at once: the round ends after one iteration and is still predicted
+    qtbot.waitUntil(lambda: widget.train_button.enabled, timeout=180_000)
+    latest = widget.session().latest_model()
+    assert latest.parent.parent.name == "round001" and first.is_file()
+    assert "Predicted with" in widget.status.value
+
+
+def test_errors_are_shown_not_raised(widget: EpsSegWidget) -> None:
+    widget.viewer.layers.remove("clicks")
+    assert widget.start_training() is None
+    assert widget.status.value.startswith("Error:") and "Labels layer" in widget.status.value
+    assert widget.suggest_clicks() is None and "Train or predict first" in widget.status.value
+    assert widget.train_button.enabled
