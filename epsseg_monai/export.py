@@ -42,6 +42,7 @@ __all__ = [
     "bioimageio_predictor",
     "export_bioimageio",
     "export_torchscript",
+    "load_torchscript",
     "load_trained_network",
     "main",
 ]
@@ -125,6 +126,31 @@ def export_torchscript(
     torch.jit.save(traced, os.fspath(tmp), _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
     os.replace(tmp, out)
     return out
+
+
+def load_torchscript(
+    path: str | os.PathLike, device: str | torch.device | None = None
+) -> tuple[torch.jit.ScriptModule, dict[str, Any]]:
+    """A dense predictor written by :func:`export_torchscript` and its ``metadata.json`` (``inference_ts.json``).
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist (the message gives the export command).
+        ValueError: when ``path`` is not TorchScript, or a TorchScript file without this package's metadata.
+    """
+    path = Path(path)
+    export = f"python -m epsseg_monai.export torchscript --bundle_root BUNDLE --output {path}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; export the trained bundle's dense predictor first: {export}")
+    extra = {"metadata.json": ""}
+    try:
+        module = torch.jit.load(os.fspath(path), map_location=device, _extra_files=extra)
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path} is not a TorchScript file ({first}); export it again: {export}") from e
+    if not extra["metadata.json"]:
+        raise ValueError(f"{path} has no epsseg_monai metadata.json (not written by {export.split(' --')[0]}).")
+    metadata = json.loads(extra["metadata.json"])
+    return module.eval(), metadata
 
 
 CITATION = {

@@ -40,6 +40,7 @@ def evaluate_segmentations(
     output_dir: str | os.PathLike,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Dice per class and mean Dice of every prediction in ``pred_dir`` against the label of the same name.
 
@@ -55,6 +56,9 @@ def evaluate_segmentations(
         class_names: optional names of classes ``1..C`` for the reports.
         overwrite: replace an earlier ``dice.json`` / ``dice.csv`` in ``output_dir``; without it they are refused
             (``FileExistsError``) before anything is computed.
+        distributed: under ``torch.distributed`` (``multi_gpu_evaluate.json``), each rank scores its share of the
+            images (every ``world_size``-th), the counts and per-image scores are gathered, every rank returns the
+            same report and rank 0 alone writes it. Without an initialised process group it is ignored.
 
     Returns:
         The report written to ``dice.json`` (there, the Dice of a class absent from both maps is ``null``;
@@ -86,7 +90,12 @@ def evaluate_segmentations(
     load = LoadMicroscopyImage(ensure_channel_first=False)
     per_image: dict[str, dict[str, float]] = {}
     total = torch.zeros((num_classes, 3), dtype=torch.long)
-    for name in sorted(preds):
+    names_to_score = sorted(preds)
+    dist = torch.distributed
+    world = dist.get_world_size() if distributed and dist.is_available() and dist.is_initialized() else 1
+    if world > 1:
+        names_to_score = names_to_score[dist.get_rank() :: world]
+    for name in names_to_score:
         p = torch.as_tensor(np.asarray(load(preds[name])))
         t = torch.as_tensor(np.asarray(load(labels[name])))
         if p.shape != t.shape:
@@ -95,6 +104,15 @@ def evaluate_segmentations(
         total += counts
         dice = dice_from_counts(counts).tolist()
         per_image[name] = {**dict(zip(names, dice)), "mean": _mean(dice), "pixels": int(counts[:, [0, 2]].sum())}
+    if world > 1:  # sum the counts, gather the per-image rows (in file order, as one process writes them)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        summed = total.to(device) if device is not None else total
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        total = summed.cpu()
+        shards: list[Any] = [None] * world
+        dist.all_gather_object(shards, per_image)
+        per_image = {name: row for shard in shards for name, row in shard.items()}
+        per_image = {name: per_image[name] for name in sorted(per_image)}
     overall = dice_from_counts(total).tolist()
     report = {
         "overall": {**dict(zip(names, overall)), "mean": _mean(overall), "pixels": int(total[:, [0, 2]].sum())},
@@ -102,6 +120,8 @@ def evaluate_segmentations(
         "pred_dir": str(pred_dir),
         "label_dir": str(label_dir),
     }
+    if world > 1 and dist.get_rank() != 0:
+        return report
     out.mkdir(parents=True, exist_ok=True)
     (out / "dice.json").write_text(json.dumps(_nan_to_none(report), indent=2))  # strict JSON: NaN -> null
     with open(out / "dice.csv", "w", newline="") as f:

@@ -659,3 +659,42 @@ def test_inference_suggests_where_to_click_next(trained, tmp_path):
     spacing = common["patch_size"] // 4
     assert np.linalg.norm(clicks[:, None] - labelled[None], axis=-1).min() >= spacing
     assert {int(r["predicted_class"]) for r in rows} <= {1, 2, 3}
+
+
+@pytest.mark.parametrize("valid", [False, True], ids=["padded", "valid"])
+def test_torchscript_inference_equals_inference(trained, tmp_path, valid):
+    """``inference_ts.json`` runs the exported dense predictor (no network class, no checkpoint) and gives
+    ``inference.json``'s result: whole images with the padded export, MONAI's sliding window over the valid one."""
+    from epsseg_monai.export import export_torchscript, load_torchscript
+
+    data, common, dims = trained["data"], trained["common"], trained["dims"]
+    ts = export_torchscript(common["bundle_root"], tmp_path / "model_dense.ts", valid=valid)
+    halo = load_torchscript(ts)[1]["receptive_field"]
+    images = str(data / "val" / "images")
+    check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "ref"),
+                 save_probabilities=True, amp=False, **common))  # fmt: skip
+    tile = {"tile_size": [2 * halo + 5] * dims} if valid else {}  # windows smaller than the image where it allows
+    configs = ["inference.json", "inference_ts.json"]
+    log = check(bundle("inference", configs, tmp_path, input_dir=images, output_dir=str(tmp_path / "ts"),
+                       ts_file=str(ts), save_probabilities=True, **tile, **common))  # fmt: skip
+    assert "Traceback" not in log
+    for suffix in ("", "_prob"):
+        ref, got = (tifffile.imread(tmp_path / d / f"v{suffix}.tif") for d in ("ref", "ts"))
+        assert ref.shape == got.shape
+        if suffix:
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(got, ref)
+
+
+def test_torchscript_inference_names_the_missing_export(trained, tmp_path):
+    common = trained["common"]
+    missing = tmp_path / "nowhere.ts"
+    result = bundle("inference", ["inference.json", "inference_ts.json"], tmp_path, ts_file=str(missing),
+                    output_dir=str(tmp_path / "out"), **common)  # fmt: skip
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode != 0 and "nowhere.ts does not exist" in last and "epsseg_monai.export torchscript" in last
+    (tmp_path / "junk.ts").write_bytes(b"not a model")
+    result = bundle("inference", ["inference.json", "inference_ts.json"], tmp_path, ts_file=str(tmp_path / "junk.ts"),
+                    output_dir=str(tmp_path / "out"), **common)  # fmt: skip
+    assert result.returncode != 0 and "junk.ts is not a TorchScript file" in result.stderr.strip().splitlines()[-1]

@@ -87,3 +87,21 @@ def test_two_process_inference_writes_each_output_once(runs, tmp_path):
                       dataset_dir=str(images), output_dir=str(tmp_path / "two"))  # fmt: skip
     assert result.returncode != 0 and "--overwrite true" in result.stdout + result.stderr
     assert "Traceback" not in log
+
+
+def test_two_process_evaluation_equals_one_process(runs, tmp_path):
+    """``multi_gpu_evaluate.json``: each rank scores its share of the images, rank 0 writes the same report as one
+    process."""
+    tmp, data = runs["tmp"], runs["data"]
+    root, preds, labels = str(tmp / "two"), tmp_path / "preds", str(data / "ground_truth")
+    check(bundle("inference", "inference.json", tmp_path, bundle_root=root, dataset_dir=str(data / "images"),
+                 output_dir=str(preds)))  # fmt: skip
+    check(bundle("evaluate", "evaluate.json", tmp_path, bundle_root=root, pred_dir=str(preds), label_dir=labels,
+                 output_dir=str(tmp_path / "one")))  # fmt: skip
+    log = check(torchrun("evaluate", ["evaluate.json", "multi_gpu_evaluate.json"], tmp_path, bundle_root=root,
+                         pred_dir=str(preds), label_dir=labels, output_dir=str(tmp_path / "two")))  # fmt: skip
+    one, two = (json.loads((tmp_path / d / "dice.json").read_text()) for d in ("one", "two"))
+    assert sorted(two["per_image"]) == ["a", "b"] and two["overall"] == one["overall"]
+    assert two["per_image"] == one["per_image"]
+    assert (tmp_path / "two" / "dice.csv").read_text() == (tmp_path / "one" / "dice.csv").read_text()
+    assert log.count("mean Dice") == 1, "rank 0 alone logs and writes the report"
