@@ -12,9 +12,11 @@ Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -150,6 +152,23 @@ def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
     raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
 
 
+@functools.lru_cache(maxsize=1)
+def _cached_state(path: str, mtime_ns: int, size: int) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, read once for the checks that run one after
+    the other at start-up (:func:`check_checkpoint`, the resume phase): the last file read is kept until another
+    is read, or the file changes on disk, or ``read_checkpoint.cache_clear()``."""
+    path = os.fspath(path)
+    info = os.stat(path)
+    return _cached_state(path, info.st_mtime_ns, info.st_size)
+
+
+read_checkpoint.cache_clear = _cached_state.cache_clear  # type: ignore[attr-defined]
+
+
 def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
     """Fail early, naming the file and the fix, when a checkpoint is missing, unreadable or does not fit.
 
@@ -168,7 +187,7 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
             "or pass --checkpoint pointing at trained weights."
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(path)
     except Exception as e:  # torch raises several types for truncated or foreign files
         detail = (str(e).strip().splitlines() or [""])[0][:200]  # torch's first line; its advice is not ours
         raise ValueError(

@@ -4,6 +4,7 @@ learning-rate decay over a time budget, a resumable time budget, checkpoints tha
 from __future__ import annotations
 
 from .checkpoint import BestModelSaver, ResumeCheckpointLoader, TrainingCheckpoint, atomic_save
+from .early_stop import EarlyStopHandler
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
 from .lr_time_decay import TimeBudgetLRDecay
@@ -15,6 +16,7 @@ from .tracking import adapt_tracking_handlers
 __all__ = [
     "ResumeCheckpointLoader",
     "BestModelSaver",
+    "EarlyStopHandler",
     "GradientClippingHandler",
     "LossTermsHandler",
     "SemiSupervisedScheduleHandler",

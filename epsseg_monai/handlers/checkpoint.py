@@ -16,12 +16,13 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
 from ..utils import is_main_process
@@ -220,9 +221,9 @@ def checkpoint_phase(path: str | os.PathLike | None) -> str | None:
     """
     if path is None or path == "":
         return None
-    from epsseg_monai.utils import check_checkpoint
+    from epsseg_monai.utils import check_checkpoint, read_checkpoint
 
-    state = torch.load(check_checkpoint(path), map_location="cpu", weights_only=True)
+    state = read_checkpoint(check_checkpoint(path))  # one read for both
     phase = state.get(PHASE_KEY, "train") if isinstance(state, Mapping) else "train"
     if isinstance(state, Mapping) and "trainer" not in state:
         raise ValueError(
@@ -282,21 +283,55 @@ class ResumeCheckpointLoader(CheckpointLoader):
         load_path: the training checkpoint.
         load_dict: the objects to restore, as for ``CheckpointLoader``.
         phase: the phase this loader resumes (``"train"``, ``"semi_supervised"``, ``"self_training"``).
-        kwargs: further ``CheckpointLoader`` arguments (``map_location``, ...).
+        optional: names in ``load_dict`` that a checkpoint may lack (saved only by newer versions, e.g. the
+            early-stopping state); the others must all be there.
+        kwargs: further ``CheckpointLoader`` arguments (``map_location``, ``strict``; a resume restores whole
+            states, so ``strict_shape=False`` is refused).
     """
 
-    def __init__(self, load_path: str, load_dict: dict, phase: str = "train", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        load_path: str,
+        load_dict: dict,
+        phase: str = "train",
+        optional: Sequence[str] = ("early_stop",),
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("strict_shape", True) is False:
+            raise ValueError("ResumeCheckpointLoader restores whole training states: strict_shape=False is refused.")
         super().__init__(load_path=load_path, load_dict=load_dict, **kwargs)
         self.phase = phase
+        self.optional = tuple(optional)
 
-    def __call__(self, engine: Engine) -> None:
-        found = checkpoint_phase(self.load_path)
+    def _restore(self, engine: Engine) -> None:
+        """MONAI's restore (one read of the file), where the ``optional`` objects may be absent from checkpoints
+        written before they were saved (they keep their fresh state, with a warning)."""
+        from epsseg_monai.utils import read_checkpoint
+
+        found = checkpoint_phase(self.load_path)  # the state read at start-up (resume_phase), not read again
+        read_checkpoint.cache_clear()
         if found != self.phase:
             raise ValueError(
                 f"--resume_from {self.load_path} is a checkpoint of the {found!r} phase, not of {self.phase!r}."
             )
+        checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
+        absent = [k for k in self.optional if k in self.load_dict and k not in checkpoint]
+        if absent:
+            logger.warning(f"{self.load_path} holds no {absent} state (an older checkpoint): they start afresh.")
+        load_dict = {k: v for k, v in self.load_dict.items() if k not in absent}
+        prior_max_epochs = engine.state.max_epochs
+        Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
+        if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
+            raise ValueError(
+                f"{self.load_path} has completed {engine.state.epoch} epochs, more than this run's --epochs "
+                f"{prior_max_epochs}; pass a larger --epochs to train on from it."
+            )
+        engine.state.max_epochs = prior_max_epochs
+        self.logger.info(f"Restored all variables from {self.load_path}")
+
+    def __call__(self, engine: Engine) -> None:
         epoch_length = engine.state.epoch_length
-        super().__call__(engine)
+        self._restore(engine)
         saved = engine.state.epoch_length
         if epoch_length is not None and saved is not None and saved != epoch_length:
             done, rest = divmod(engine.state.iteration, saved)

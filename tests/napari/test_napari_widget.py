@@ -90,3 +90,19 @@ def test_errors_are_shown_not_raised(widget: EpsSegWidget) -> None:
     assert widget.status.value.startswith("Error:") and "Labels layer" in widget.status.value
     assert widget.suggest_clicks() is None and "Train or predict first" in widget.status.value
     assert widget.train_button.enabled
+
+
+def test_export_button_writes_a_package_that_bioimageio_test_accepts(widget: EpsSegWidget, qtbot) -> None:
+    pytest.importorskip("bioimageio.core", reason="bioimageio.core is not installed (the [bioimageio] extra)")
+    from bioimageio.core import test_model
+
+    assert widget.export() is None and "Train first" in widget.status.value
+    widget.start_training()
+    qtbot.waitUntil(lambda: PREDICTION_LAYER in widget.viewer.layers, timeout=180_000)
+    worker = widget.export()
+    assert worker is not None and not widget.export_button.enabled
+    qtbot.waitUntil(lambda: widget.status.value.startswith(("Wrote", "Error")), timeout=300_000)
+    assert widget.status.value.startswith("Wrote") and widget.export_button.enabled, widget.status.value
+    package = widget.session().work_dir / "round000_bioimageio.zip"
+    assert package.is_file()
+    assert test_model(package).status == "passed"
