@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         if time.monotonic() - start > 60 * args.minutes + 600:
             raise TimeoutError("no prediction after the training time + 10 minutes")
     widget.suggest_clicks()
+    viewer.reset_view()  # the whole image in the canvas
     viewer.layers[UNCERTAINTY_LAYER].visible = True
     viewer.layers[UNCERTAINTY_LAYER].opacity = 0.35
     for _ in range(20):

@@ -41,6 +41,7 @@ __all__ = [
     "ProbabilityPredictor",
     "bioimageio_predictor",
     "export_bioimageio",
+    "export_onnx",
     "export_torchscript",
     "load_torchscript",
     "load_trained_network",
@@ -108,24 +109,92 @@ def export_torchscript(
         raise RuntimeError(
             f"The traced predictor disagrees with the dense pass on a {tuple(check.shape[2:])} image; please report it."
         )
-    metadata = {
-        "format": "epsseg_monai dense predictor",
-        "output": "logits (B, num_classes, *spatial); class k is label id k + 1",
-        "pad_mode": None if valid else "reflect",
-        "pads": [list(p) for p in predictor.pads],
-        "receptive_field": predictor.receptive_field,
-        "spatial_dims": dims,
-        "in_channels": channels,
-        "num_classes": predictor.num_classes,
-        "class_names": list(config["class_names"]),
-        "intensity_stats": config["intensity_stats"],
-        "network": config["network"],
-    }
+    metadata = _metadata(predictor, config, valid)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.jit.save(traced, os.fspath(tmp), _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
     os.replace(tmp, out)
     return out
+
+
+def export_onnx(
+    bundle_root: str | os.PathLike,
+    output: str | os.PathLike,
+    checkpoint: str | os.PathLike | None = None,
+    valid: bool = False,
+    overwrite: bool = False,
+    opset: int = 17,
+) -> Path:
+    """Write the bundle's dense predictor as ONNX (``image`` -> ``logits``, batch and spatial sizes dynamic).
+
+    The same module as :func:`export_torchscript`, exported through ``torch.onnx.export`` and checked with
+    ``onnxruntime`` against the dense pass on an image of another size before it is written; the metadata of the
+    TorchScript file is the model's ``metadata_props["epsseg_monai"]`` (JSON). Needs the optional extra
+    ``pip install "epsseg-monai[onnx]"`` (onnx, onnxruntime).
+
+    Raises:
+        ImportError: without onnx / onnxruntime.
+        FileExistsError: when ``output`` exists and ``overwrite`` is false.
+        RuntimeError: when onnxruntime's result disagrees with the dense pass.
+    """
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError('ONNX export needs onnx and onnxruntime: pip install "epsseg-monai[onnx]".') from e
+    import numpy as np
+
+    out = Path(output)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite true to replace it, or choose another --output.")
+    net, config = load_trained_network(bundle_root, checkpoint)
+    predictor = net.dense_predictor(pad_mode=None if valid else "reflect")
+    dims = predictor.spatial_dims
+    side = max(b + a for b, a in predictor.pads) + 8
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn((1, predictor.in_channels, *(side,) * dims), generator=gen)
+    axes = {0: "batch", **{2 + d: "zyx"[3 - dims + d] for d in range(dims)}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with torch.no_grad():
+        torch.onnx.export(
+            predictor, (example,), os.fspath(tmp), input_names=["image"], output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False,
+        )  # fmt: skip
+    model = onnx.load(os.fspath(tmp))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "epsseg_monai", json.dumps(_metadata(predictor, config, valid))
+    onnx.checker.check_model(model)
+    onnx.save(model, os.fspath(tmp))
+    check = torch.randn((1, predictor.in_channels, *(side + 3 + d for d in range(dims))), generator=gen)
+    with torch.no_grad():
+        expected = net.forward_dense(check, pad_mode=None if valid else "reflect").numpy()
+    session = onnxruntime.InferenceSession(os.fspath(tmp), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["logits"], {"image": check.numpy()})
+    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"The ONNX predictor disagrees with the dense pass on a {tuple(check.shape[2:])} image; please report it."
+        )
+    os.replace(tmp, out)
+    return out
+
+
+def _metadata(predictor: Any, config: dict[str, Any], valid: bool) -> dict[str, Any]:
+    """What a tool needs next to the exported predictor: padding, halo, classes, statistics, network sizes."""
+    return {
+        "format": "epsseg_monai dense predictor",
+        "output": "logits (B, num_classes, *spatial); class k is label id k + 1",
+        "pad_mode": None if valid else "reflect",
+        "pads": [list(p) for p in predictor.pads],
+        "receptive_field": predictor.receptive_field,
+        "spatial_dims": predictor.spatial_dims,
+        "in_channels": predictor.in_channels,
+        "num_classes": predictor.num_classes,
+        "class_names": list(config["class_names"]),
+        "intensity_stats": config["intensity_stats"],
+        "network": config["network"],
+    }
 
 
 def load_torchscript(
@@ -401,7 +470,7 @@ def _bool(text: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m epsseg_monai.export {torchscript,bioimageio} --bundle_root B --output F``."""
+    """Command line: ``python -m epsseg_monai.export {torchscript,onnx,bioimageio} --bundle_root B --output F``."""
     parser = argparse.ArgumentParser(prog="python -m epsseg_monai.export", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="format", required=True)
     ts = sub.add_parser("torchscript", help="the dense predictor as a traced TorchScript module")
@@ -410,6 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ts.add_argument("--output", required=True, help="the .ts file to write")
     ts.add_argument("--valid", type=_bool, default=False, help="export the valid pass (no border padding)")
     ts.add_argument("--overwrite", type=_bool, default=False, help="replace an existing output file")
+    onx = sub.add_parser("onnx", help="the dense predictor as ONNX (needs the [onnx] extra)")
+    onx.add_argument("--bundle_root", default="bundle", help="bundle folder holding models/ (default: bundle)")
+    onx.add_argument("--checkpoint", default=None, help="weights (default: BUNDLE/models/model.pt)")
+    onx.add_argument("--output", required=True, help="the .onnx file to write")
+    onx.add_argument("--valid", type=_bool, default=False, help="export the valid pass (no border padding)")
+    onx.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    onx.add_argument("--overwrite", type=_bool, default=False, help="replace an existing output file")
     bio = sub.add_parser("bioimageio", help="a bioimage.io model package (zip; needs the [bioimageio] extra)")
     bio.add_argument("--bundle_root", default="bundle", help="bundle folder holding models/ (default: bundle)")
     bio.add_argument("--checkpoint", default=None, help="weights (default: BUNDLE/models/model.pt)")
@@ -423,6 +499,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.format == "torchscript":
             path = export_torchscript(args.bundle_root, args.output, args.checkpoint, args.valid, args.overwrite)
+        elif args.format == "onnx":
+            path = export_onnx(args.bundle_root, args.output, args.checkpoint, args.valid, args.overwrite, args.opset)
         else:
             path = export_bioimageio(
                 args.bundle_root,

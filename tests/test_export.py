@@ -126,3 +126,27 @@ def test_bioimageio_package_passes_bioimageio_test(trained: tuple[Path, EpsSegHV
             whole = probs
         else:  # tiles with the declared halo give the untiled result
             assert np.allclose(probs, whole, atol=1e-4)
+
+
+@pytest.mark.parametrize("valid", [False, True], ids=["padded", "valid"])
+def test_onnx_export_runs_in_onnxruntime_for_any_size(trained: tuple[Path, EpsSegHVAE], valid: bool) -> None:
+    """``python -m epsseg_monai.export onnx``: onnxruntime gives the dense pass's logits on sizes it was not
+    exported with; the metadata travels in the model."""
+    pytest.importorskip("onnx", reason="the [onnx] extra (onnx, onnxruntime) is not installed")
+    ort = pytest.importorskip("onnxruntime", reason="the [onnx] extra (onnx, onnxruntime) is not installed")
+    import onnx
+
+    root, net = trained
+    out = root / "models" / "model_dense.onnx"
+    assert main(["onnx", "--bundle_root", str(root), "--output", str(out), "--valid", str(valid).lower()]) == 0
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["epsseg_monai"])
+    assert meta["class_names"] == ["a", "b", "c"] and meta["pad_mode"] == (None if valid else "reflect")
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    for spatial in [(37, 29), (64, 50)]:
+        x = images(spatial, batch=2, seed=7)
+        (got,) = session.run(["logits"], {"image": x.numpy()})
+        with torch.no_grad():
+            expected = net.forward_dense(x, pad_mode=None if valid else "reflect")
+        assert got.shape == tuple(expected.shape)
+        assert torch.allclose(torch.from_numpy(got), expected, atol=1e-4, rtol=1e-4)
+    assert main(["onnx", "--bundle_root", str(root), "--output", str(out)]) == 1, "refuses to overwrite"

@@ -249,7 +249,8 @@ class EpsSegWidget(Container):
     def export(self, *_: Any) -> Any:
         """Write a bioimage.io package of the latest model into the work folder (worker thread); returns the worker.
 
-        The round's own image is the package's test input.
+        The round's own image is the package's test input (a synthetic one where it is smaller than the package's
+        minimal size).
         """
         from napari.qt.threading import create_worker
 
@@ -272,10 +273,17 @@ class EpsSegWidget(Container):
             self._busy(False)
             self.status.value = f"Wrote {path}."
 
-        self._worker = create_worker(
-            export_bioimageio, round_dir, out, checkpoint=model,
-            sample_image=round_dir / "data" / "images" / "image.tif", overwrite=True, _start_thread=False,
-        )  # fmt: skip
+        def write() -> Path:
+            try:  # the round's own image as the test input
+                return export_bioimageio(round_dir, out, checkpoint=model, overwrite=True,
+                                         sample_image=round_dir / "data" / "images" / "image.tif")  # fmt: skip
+            except ValueError as exc:
+                if "smaller than the package's minimal size" not in str(exc):
+                    raise
+            # an image smaller than the package's minimal size: a synthetic test input of that size instead
+            return export_bioimageio(round_dir, out, checkpoint=model, overwrite=True)
+
+        self._worker = create_worker(write, _start_thread=False)
         self._worker.returned.connect(done)
         self._worker.errored.connect(self._error)
         self._worker.start()
