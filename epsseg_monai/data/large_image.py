@@ -15,7 +15,6 @@ a :class:`PredictionSink`, so only one tile's maps are ever in memory: the bundl
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = [
     "LARGE_IMAGE_SUFFIXES",
@@ -250,14 +250,16 @@ class PredictionSink:
         self.shape = (int(num_classes), *(int(s) for s in labels.shape))
 
     def __setitem__(self, key: tuple, value: np.ndarray) -> None:
+        from ..inferers.dense import class_entropy  # as inference.json's outputs
+        from ..utils import labels_from_probabilities
+
         spatial = tuple(key[1:])
-        self.labels[spatial] = (np.argmax(value, axis=0) + 1).astype(np.uint8)
+        self.labels[spatial] = labels_from_probabilities(value, dim=0).astype(np.uint8)
         if self.probabilities is not None:
             self.probabilities[key] = value.astype(np.float32)
         if self.uncertainty is not None:
-            p = np.clip(value, 1e-12, 1.0)
-            entropy = -(value * np.log(p)).sum(0) / math.log(value.shape[0])
-            self.uncertainty[spatial] = entropy.astype(np.float32)
+            entropy = class_entropy(torch.as_tensor(value[None], dtype=torch.float32))[0, 0].numpy()
+            self.uncertainty[spatial] = entropy
 
 
 def large_image_files(folder: str | os.PathLike) -> list[Path]:
