@@ -91,25 +91,11 @@ def export_torchscript(
         FileExistsError: when ``output`` exists and ``overwrite`` is false.
         RuntimeError: when the traced module disagrees with the dense pass on an image of another size.
     """
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite true to replace it, or choose another --output.")
-    net, config = load_trained_network(bundle_root, checkpoint)
-    predictor = net.dense_predictor(pad_mode=None if valid else "reflect")
-    dims, channels = predictor.spatial_dims, predictor.in_channels
-    side = max(b + a for b, a in predictor.pads) + 8
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn((1, channels, *(side,) * dims), generator=gen)
+    job = _ExportJob(bundle_root, output, checkpoint, valid, overwrite)
     with torch.no_grad():
-        traced = torch.jit.trace(predictor, example, check_trace=False)
-        check = torch.randn((1, channels, *(side + 3 + d for d in range(dims))), generator=gen)
-        expected = net.forward_dense(check, pad_mode=None if valid else "reflect")
-        got = traced(check)
-    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-3, rtol=1e-3):
-        raise RuntimeError(
-            f"The traced predictor disagrees with the dense pass on a {tuple(check.shape[2:])} image; please report it."
-        )
-    metadata = _metadata(predictor, config, valid)
+        traced = torch.jit.trace(job.predictor, job.example, check_trace=False)
+        job.verify(traced(job.check), "traced")
+    out, metadata = job.out, job.metadata
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     torch.jit.save(traced, os.fspath(tmp), _extra_files={"metadata.json": json.dumps(metadata, indent=2)})
@@ -142,42 +128,68 @@ def export_onnx(
         import onnxruntime
     except ImportError as e:
         raise ImportError('ONNX export needs onnx and onnxruntime: pip install "epsseg-monai[onnx]".') from e
-    import numpy as np
-
-    out = Path(output)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite true to replace it, or choose another --output.")
-    net, config = load_trained_network(bundle_root, checkpoint)
-    predictor = net.dense_predictor(pad_mode=None if valid else "reflect")
-    dims = predictor.spatial_dims
-    side = max(b + a for b, a in predictor.pads) + 8
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn((1, predictor.in_channels, *(side,) * dims), generator=gen)
+    job = _ExportJob(bundle_root, output, checkpoint, valid, overwrite)
+    out, dims = job.out, job.predictor.spatial_dims
     axes = {0: "batch", **{2 + d: "zyx"[3 - dims + d] for d in range(dims)}}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with torch.no_grad():
         torch.onnx.export(
-            predictor, (example,), os.fspath(tmp), input_names=["image"], output_names=["logits"],
+            job.predictor, (job.example,), os.fspath(tmp), input_names=["image"], output_names=["logits"],
             dynamic_axes={"image": axes, "logits": axes}, opset_version=opset, dynamo=False,
         )  # fmt: skip
     model = onnx.load(os.fspath(tmp))
     entry = model.metadata_props.add()
-    entry.key, entry.value = "epsseg_monai", json.dumps(_metadata(predictor, config, valid))
+    entry.key, entry.value = "epsseg_monai", json.dumps(job.metadata)
     onnx.checker.check_model(model)
     onnx.save(model, os.fspath(tmp))
-    check = torch.randn((1, predictor.in_channels, *(side + 3 + d for d in range(dims))), generator=gen)
-    with torch.no_grad():
-        expected = net.forward_dense(check, pad_mode=None if valid else "reflect").numpy()
     session = onnxruntime.InferenceSession(os.fspath(tmp), providers=["CPUExecutionProvider"])
-    (got,) = session.run(["logits"], {"image": check.numpy()})
-    if got.shape != expected.shape or not np.allclose(got, expected, atol=1e-3, rtol=1e-3):
+    (got,) = session.run(["logits"], {"image": job.check.numpy()})
+    try:
+        job.verify(torch.from_numpy(got), "ONNX")
+    except RuntimeError:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(
-            f"The ONNX predictor disagrees with the dense pass on a {tuple(check.shape[2:])} image; please report it."
-        )
+        raise
     os.replace(tmp, out)
     return out
+
+
+class _ExportJob:
+    """What every export of the dense predictor shares: the overwrite check, the trained network and its
+    predictor, a tracing example, and a check image of another size with the dense pass's logits on it."""
+
+    def __init__(
+        self,
+        bundle_root: str | os.PathLike,
+        output: str | os.PathLike,
+        checkpoint: str | os.PathLike | None,
+        valid: bool,
+        overwrite: bool,
+    ) -> None:
+        self.out = Path(output)
+        if self.out.exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.out} exists; pass --overwrite true to replace it, or choose another --output."
+            )
+        net, config = load_trained_network(bundle_root, checkpoint)
+        pad_mode = None if valid else "reflect"
+        self.predictor = net.dense_predictor(pad_mode=pad_mode)
+        dims, channels = self.predictor.spatial_dims, self.predictor.in_channels
+        side = max(b + a for b, a in self.predictor.pads) + 8
+        gen = torch.Generator().manual_seed(0)
+        self.example = torch.randn((1, channels, *(side,) * dims), generator=gen)
+        self.check = torch.randn((1, channels, *(side + 3 + d for d in range(dims))), generator=gen)
+        with torch.no_grad():
+            self.expected = net.forward_dense(self.check, pad_mode=pad_mode)
+        self.metadata = _metadata(self.predictor, config, valid)
+
+    def verify(self, got: torch.Tensor, what: str) -> None:
+        """Raise ``RuntimeError`` unless ``got`` (the exported module on ``check``) equals the dense pass."""
+        if got.shape != self.expected.shape or not torch.allclose(got, self.expected, atol=1e-3, rtol=1e-3):
+            raise RuntimeError(
+                f"The {what} predictor disagrees with the dense pass on a {tuple(self.check.shape[2:])} image; "
+                "please report it."
+            )
 
 
 def _metadata(predictor: Any, config: dict[str, Any], valid: bool) -> dict[str, Any]:
