@@ -12,7 +12,6 @@ Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,21 +151,23 @@ def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
     raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
 
 
-@functools.lru_cache(maxsize=1)
-def _cached_state(path: str, mtime_ns: int, size: int) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load(path, map_location="cpu", weights_only=True)``, read once for the checks that run one after
-    the other at start-up (:func:`check_checkpoint`, the resume phase): the last file read is kept until another
-    is read, or the file changes on disk, or ``read_checkpoint.cache_clear()``."""
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)``, failing with a message that names the file
+    and the fix when it is missing, unreadable or not a PyTorch checkpoint."""
     path = os.fspath(path)
-    info = os.stat(path)
-    return _cached_state(path, info.st_mtime_ns, info.st_size)
-
-
-read_checkpoint.cache_clear = _cached_state.cache_clear  # type: ignore[attr-defined]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Checkpoint {path} not found; train first (bundle/configs/train.json writes models/model.pt) "
+            "or pass --checkpoint pointing at trained weights."
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        detail = (str(e).strip().splitlines() or [""])[0][:200]  # torch's first line; its advice is not ours
+        raise ValueError(
+            f"Checkpoint {path} cannot be read ({type(e).__name__}: {detail}); it is corrupt or not a "
+            "PyTorch checkpoint. Retrain, or use the best/last checkpoint from models/."
+        ) from e
 
 
 def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
@@ -181,19 +182,7 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
         ``path`` as a string, so a bundle config can chain it into ``CheckpointLoader``.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"Checkpoint {path} not found; train first (bundle/configs/train.json writes models/model.pt) "
-            "or pass --checkpoint pointing at trained weights."
-        )
-    try:
-        state = read_checkpoint(path)
-    except Exception as e:  # torch raises several types for truncated or foreign files
-        detail = (str(e).strip().splitlines() or [""])[0][:200]  # torch's first line; its advice is not ours
-        raise ValueError(
-            f"Checkpoint {path} cannot be read ({type(e).__name__}: {detail}); it is corrupt or not a "
-            "PyTorch checkpoint. Retrain, or use the best/last checkpoint from models/."
-        ) from e
+    state = load_checkpoint(path)
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
     if network is not None:

@@ -221,9 +221,13 @@ def checkpoint_phase(path: str | os.PathLike | None) -> str | None:
     """
     if path is None or path == "":
         return None
-    from epsseg_monai.utils import check_checkpoint, read_checkpoint
+    from epsseg_monai.utils import load_checkpoint
 
-    state = read_checkpoint(check_checkpoint(path))  # one read for both
+    return _phase_of(load_checkpoint(path), path)
+
+
+def _phase_of(state: Any, path: str | os.PathLike) -> str:
+    """The phase recorded in the checkpoint ``state`` read from ``path``; refuses network weights alone."""
     phase = state.get(PHASE_KEY, "train") if isinstance(state, Mapping) else "train"
     if isinstance(state, Mapping) and "trainer" not in state:
         raise ValueError(
@@ -304,17 +308,15 @@ class ResumeCheckpointLoader(CheckpointLoader):
         self.optional = tuple(optional)
 
     def _restore(self, engine: Engine) -> None:
-        """MONAI's restore (one read of the file), where the ``optional`` objects may be absent from checkpoints
-        written before they were saved (they keep their fresh state, with a warning)."""
-        from epsseg_monai.utils import read_checkpoint
-
-        found = checkpoint_phase(self.load_path)  # the state read at start-up (resume_phase), not read again
-        read_checkpoint.cache_clear()
+        """MONAI's restore with one read of the file for the phase check and the states; the ``optional``
+        objects may be absent from checkpoints written before they were saved (they keep their fresh state, with a
+        warning)."""
+        checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
+        found = _phase_of(checkpoint, self.load_path)
         if found != self.phase:
             raise ValueError(
                 f"--resume_from {self.load_path} is a checkpoint of the {found!r} phase, not of {self.phase!r}."
             )
-        checkpoint = torch.load(self.load_path, map_location=self.map_location, weights_only=True)
         absent = [k for k in self.optional if k in self.load_dict and k not in checkpoint]
         if absent:
             logger.warning(f"{self.load_path} holds no {absent} state (an older checkpoint): they start afresh.")

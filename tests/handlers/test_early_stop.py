@@ -86,3 +86,20 @@ def test_checkpoint_carries_it_and_older_checkpoints_still_resume(tmp_path, capl
     with pytest.raises(ValueError, match="model"):
         ResumeCheckpointLoader(str(tmp_path / "checkpoint_epoch=10.pt"),
                                {"model": torch.nn.Linear(2, 2), "trainer": trainer2})(trainer2)  # fmt: skip
+
+
+def test_a_resume_reads_the_checkpoint_twice(tmp_path, monkeypatch):
+    """Once for the start-up check of its phase (``resume_phase`` in train.json), once to restore the states."""
+    from epsseg_monai.handlers.checkpoint import checkpoint_phase
+
+    trainer = Engine(lambda e, b: None)
+    ckpt = TrainingCheckpoint(tmp_path, {"model": torch.nn.Linear(2, 2), "trainer": trainer})
+    ckpt.attach(trainer)
+    trainer.run([0], max_epochs=1)
+    (path,) = list(tmp_path.glob("checkpoint*.pt"))
+    reads, load = [], torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or load(*a, **k))
+    assert checkpoint_phase(path) == "train"
+    trainer2 = Engine(lambda e, b: None)
+    ResumeCheckpointLoader(str(path), {"model": torch.nn.Linear(2, 2), "trainer": trainer2})(trainer2)
+    assert len(reads) == 2 and trainer2.state.epoch == 1

@@ -38,7 +38,6 @@ class _Gaussian(nn.Module):
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
 
-
 def pad_border(x: torch.Tensor, pads: Sequence[Sequence[int]], mode: str) -> torch.Tensor:
     """Pad the spatial axes of ``x`` ``(B, C, *spatial)`` by ``pads`` (``(before, after)`` per axis).
 
@@ -50,6 +49,7 @@ def pad_border(x: torch.Tensor, pads: Sequence[Sequence[int]], mode: str) -> tor
         mode = "replicate"
     flat = [int(v) for p in reversed(list(pads)) for v in p]
     return F.pad(x, flat, mode=mode) if any(flat) else x
+
 
 class EpsSegHVAE(nn.Module):
     """Ladder VAE of ε-Seg (arXiv 2510.18637) for 2D or 3D patches, as a MONAI network.
