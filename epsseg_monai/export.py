@@ -39,6 +39,7 @@ import torch
 
 __all__ = [
     "ProbabilityPredictor",
+    "SampleImageTooSmallError",
     "bioimageio_predictor",
     "export_bioimageio",
     "export_onnx",
@@ -234,6 +235,10 @@ def load_torchscript(
     return module.eval(), metadata
 
 
+class SampleImageTooSmallError(ValueError):
+    """The bioimage.io test input is smaller than the package's minimal size (twice the receptive field, plus 2)."""
+
+
 CITATION = {
     "text": "Rahnamai Kordasiabi, Dalle Nogare, Jug. ε-Seg: Sparsely Supervised Semantic Segmentation of Microscopy "
     "Data. arXiv:2510.18637, 2025",
@@ -355,7 +360,7 @@ def export_bioimageio(
     min_side = 2 * halo + 2
     image = _sample_image(sample_image, dims, channels, max(min_side, 256 if dims == 2 else min_side))
     if min(image.shape[1:]) < min_side:
-        raise ValueError(
+        raise SampleImageTooSmallError(
             f"Sample image of shape {image.shape[1:]} is smaller than the package's minimal size {min_side} per axis "
             f"(twice the receptive field {halo} px, plus 2); use a larger --sample_image."
         )

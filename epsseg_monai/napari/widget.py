@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,10 +145,19 @@ class EpsSegWidget(Container):
         best = "-" if p.best_metric is None else f"{p.best_metric:.3f}"
         self.status.value = f"epoch {p.epoch}, step {p.iteration}, loss {p.loss:.3f}, best validation Dice {best}"
 
+    def _start(self, fn: Callable[..., Any], *args: Any, done: Callable[[Any], None]) -> Any:
+        """Run ``fn(*args)`` in a napari worker thread: ``done`` gets its result, errors go to the status line."""
+        from napari.qt.threading import create_worker
+
+        self._worker = create_worker(fn, *args, _start_thread=False)
+        self._worker.returned.connect(done)
+        self._worker.errored.connect(self._error)
+        self._worker.start()
+        return self._worker
+
     # ------------------------------------------------------------------ actions
     def start_training(self, *_: Any) -> Any:
         """Train one round in a worker thread, then predict; returns the worker."""
-        from napari.qt.threading import create_worker
 
         try:
             image, labels = self._inputs()
@@ -168,11 +178,7 @@ class EpsSegWidget(Container):
             )  # fmt: skip
             return session.predict(image)
 
-        self._worker = create_worker(work, _start_thread=False)
-        self._worker.returned.connect(self._show_prediction)
-        self._worker.errored.connect(self._error)
-        self._worker.start()
-        return self._worker
+        return self._start(work, done=self._show_prediction)
 
     def stop_training(self, *_: Any) -> None:
         """Ask the running round to end after its current iteration (checkpoints are kept)."""
@@ -181,7 +187,6 @@ class EpsSegWidget(Container):
 
     def start_prediction(self, *_: Any) -> Any:
         """Predict the image with the latest model in a worker thread; returns the worker."""
-        from napari.qt.threading import create_worker
 
         try:
             image = np.asarray(self.image_layer.value.data) if self.image_layer.value is not None else None
@@ -193,11 +198,7 @@ class EpsSegWidget(Container):
             return None
         self._busy(True)
         self.status.value = "Predicting..."
-        self._worker = create_worker(session.predict, image, _start_thread=False)
-        self._worker.returned.connect(self._show_prediction)
-        self._worker.errored.connect(self._error)
-        self._worker.start()
-        return self._worker
+        return self._start(session.predict, image, done=self._show_prediction)
 
     def _show_prediction(self, prediction: Prediction) -> None:
         self._busy(False)
@@ -252,9 +253,8 @@ class EpsSegWidget(Container):
         The round's own image is the package's test input (a synthetic one where it is smaller than the package's
         minimal size).
         """
-        from napari.qt.threading import create_worker
 
-        from epsseg_monai.export import export_bioimageio
+        from epsseg_monai.export import SampleImageTooSmallError, export_bioimageio
 
         try:
             session = self.session()
@@ -277,14 +277,7 @@ class EpsSegWidget(Container):
             try:  # the round's own image as the test input
                 return export_bioimageio(round_dir, out, checkpoint=model, overwrite=True,
                                          sample_image=round_dir / "data" / "images" / "image.tif")  # fmt: skip
-            except ValueError as exc:
-                if "smaller than the package's minimal size" not in str(exc):
-                    raise
-            # an image smaller than the package's minimal size: a synthetic test input of that size instead
-            return export_bioimageio(round_dir, out, checkpoint=model, overwrite=True)
+            except SampleImageTooSmallError:  # a synthetic test input of the package's minimal size instead
+                return export_bioimageio(round_dir, out, checkpoint=model, overwrite=True)
 
-        self._worker = create_worker(write, _start_thread=False)
-        self._worker.returned.connect(done)
-        self._worker.errored.connect(self._error)
-        self._worker.start()
-        return self._worker
+        return self._start(write, done=done)
