@@ -14,6 +14,7 @@ from epsseg_monai.networks.blocks.blur_pool import BlurPool
 from epsseg_monai.networks.blocks.gmm_prior import GMMPrior
 from epsseg_monai.networks.blocks.receptive_field import receptive_field_radius
 from epsseg_monai.networks.blocks.residual import GatedResidualBlock
+from epsseg_monai.networks.blocks.segmentation_decoder import SegmentationDecoder
 from epsseg_monai.networks.blocks.segmentation_head import SegmentationHead
 from epsseg_monai.networks.nets.phase_tree import PhaseTree
 from epsseg_monai.utils import center_index
@@ -106,6 +107,18 @@ class EpsSegHVAE(nn.Module):
             without one) or ``"atrous"`` (:class:`~epsseg_monai.networks.DensePredictor` sharing these weights:
             every pixel, dilated convolutions at full resolution, batch norm over the whole crops). The same
             function of the weights; they differ in speed and in the batch-norm statistics of a training pass.
+        segmentation_decoder: ε-Seg+'s segmentation decoder (not in the paper): a
+            :class:`~epsseg_monai.networks.blocks.SegmentationDecoder` upsamples the top posterior means to full
+            resolution with skip connections from the bottom-up features and gives the logits of every pixel;
+            prediction (:meth:`classify`, :meth:`forward_dense`) and the dense cross-entropy on crops use it, while
+            the centre-pixel head still gets its per-patch cross-entropy (an auxiliary term). The dense pass is then
+            a plain fully convolutional pass (no phase tree): the image is padded by ``decoder_context`` pixels
+            and, where needed, to a multiple of ``2**num_levels``; a pixel's logits depend on its position modulo
+            ``2**num_levels`` only through the blur-pool phases, so tiles agree with the whole-image pass to
+            rounding only where their offsets are multiples of ``2**num_levels``.
+        decoder_blocks: gated residual blocks after each fusion of the segmentation decoder.
+        decoder_context: pixels of (reflected) context the dense pass of the segmentation decoder pads the image
+            by, and the margin a valid pass drops (default ``patch_size // 2``).
     """
 
     def __init__(
@@ -129,6 +142,9 @@ class EpsSegHVAE(nn.Module):
         reconstruct_center: int | None = None,
         head_fine_levels: Sequence[int] = (),
         dense_training: str = "phase_tree",
+        segmentation_decoder: bool = False,
+        decoder_blocks: int = 1,
+        decoder_context: int | None = None,
     ) -> None:
         super().__init__()
         if dense_training not in ("phase_tree", "atrous"):
@@ -223,6 +239,22 @@ class EpsSegHVAE(nn.Module):
             head_hidden,
             fine_channels=[num_filters] * len(fine_levels),
         )
+        self.decoder_context = patch_size // 2 if decoder_context is None else int(decoder_context)
+        if self.decoder_context < 0:
+            raise ValueError(f"decoder_context must be >= 0, got {decoder_context}.")
+        self.segmentation_decoder: SegmentationDecoder | None = None
+        if segmentation_decoder:
+            self.segmentation_decoder = SegmentationDecoder(
+                spatial_dims,
+                latent_channels,
+                num_filters,
+                num_levels,
+                num_classes,
+                num_blocks=decoder_blocks,
+                act=act,
+                norm=norm,
+                dropout=dropout,
+            )
 
     # ------------------------------------------------------------------ helpers
     def _check_input(self, x: torch.Tensor, full: bool) -> None:
@@ -359,9 +391,29 @@ class EpsSegHVAE(nn.Module):
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Centre-pixel logits ``(B, C)`` of (unmasked) patches: bottom-up path, top posterior means, head."""
         self._check_input(x, full=False)
+        if self.segmentation_decoder is not None:
+            center = tuple(center_index(s) for s in x.shape[2:])
+            return self.decode_pixels(x)[(slice(None), slice(None), *center)]
         features = self.bottom_up_pass(x, with_stem=True)
         mu = self.top_posterior(features[-1])[0]
         return self.head(mu, self.center_features(features))
+
+    def decode_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``B C [spatial]`` of every pixel of ``x`` from the segmentation decoder (ε-Seg+).
+
+        Sides that are not multiples of ``2**num_levels`` are padded at their end (reflect, as the dense pass) and
+        the output is cropped back; no context margin is added (see :meth:`forward_dense`).
+        """
+        if self.segmentation_decoder is None:
+            raise RuntimeError("This network has no segmentation decoder (build it with segmentation_decoder=True).")
+        spatial = tuple(x.shape[2:])
+        extra = [(-s) % self.downsampling_factor for s in spatial]
+        if any(extra):
+            x = pad_border(x, [(0, e) for e in extra], "reflect")
+        features = self.bottom_up_pass(x, with_stem=True)
+        mu = self.top_posterior(features[-1])[0]
+        logits = self.segmentation_decoder(mu, features)
+        return logits[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
 
     # ------------------------------------------------------------------ forward
     def forward_train(
@@ -433,6 +485,8 @@ class EpsSegHVAE(nn.Module):
                 f"dense_labels must be B[crop] or B1[crop] matching dense_inputs {tuple(inputs.shape)}, "
                 f"got {tuple(labels.shape)}."
             )
+        if self.segmentation_decoder is not None:
+            return {"dense_logits": self.decode_pixels(inputs), "dense_labels": labels.long()}
         span = (self.head.window - 1) * self.downsampling_factor
         pads = self.dense_padding()
         region = tuple(slice(before, before + s - span) for (before, _), s in zip(pads, inputs.shape[2:]))
@@ -464,12 +518,21 @@ class EpsSegHVAE(nn.Module):
         """``(before, after)`` per spatial axis: the extent of a training patch around its centre pixel.
 
         :meth:`forward_dense` pads the image by it, and a valid pass over a crop gives the logits of the pixels
-        at least ``before`` / ``after`` from its start / end.
+        at least ``before`` / ``after`` from its start / end. With the segmentation decoder: ``decoder_context``
+        on each side.
         """
+        if self.segmentation_decoder is not None:
+            return [(self.decoder_context, self.decoder_context)] * self.spatial_dims
         return PhaseTree(self, patch_size).pads
 
     def dense_receptive_field(self, patch_size: Sequence[int] | int | None = None) -> int:
-        """Radius in pixels of the input region one output pixel of :meth:`forward_dense` depends on."""
+        """Radius in pixels of the input region one output pixel of :meth:`forward_dense` depends on.
+
+        With the segmentation decoder: ``decoder_context`` (the margin sliding windows overlap by; the decoder's
+        true receptive field is larger, so tiles agree with the whole-image pass only approximately).
+        """
+        if self.segmentation_decoder is not None:
+            return self.decoder_context
         return PhaseTree(self, patch_size).receptive_field()
 
     def forward_dense(
@@ -505,6 +568,8 @@ class EpsSegHVAE(nn.Module):
             ``B C [output spatial]`` logits.
         """
         self._check_input(x, full=False)
+        if self.segmentation_decoder is not None:
+            return self._decoder_dense(x, pad_mode, progress)
         tree = PhaseTree(self, patch_size, max_slab_voxels, progress)
         spatial = tuple(x.shape[2:])
         if pad_mode is None:
@@ -520,6 +585,20 @@ class EpsSegHVAE(nn.Module):
         out = tree.logits(padded, needed)
         return out[(slice(None), slice(None), *(slice(0, s) for s in spatial))]
 
+    def _decoder_dense(self, x: torch.Tensor, pad_mode: str | None, progress: Any) -> torch.Tensor:
+        """:meth:`forward_dense` of the segmentation decoder: one fully convolutional pass."""
+        margin = self.decoder_context
+        pads = [(margin, margin)] * self.spatial_dims
+        if pad_mode is None:
+            if any(s <= 2 * margin for s in x.shape[2:]):
+                raise ValueError(f"Inputs {tuple(x.shape[2:])} are too small for a valid pass (need > {2 * margin}).")
+            out = self.decode_pixels(x)
+        else:
+            out = self.decode_pixels(pad_border(x, pads, pad_mode))
+        if progress is not None:
+            progress.update(1)
+        return out[(slice(None), slice(None), *(slice(margin, out.shape[2 + d] - margin) for d in range(len(pads))))]
+
     def dense_predictor(self, pad_mode: str | None = "reflect", patch_size: int | None = None) -> nn.Module:
         """:meth:`forward_dense` as one module that ``torch.jit.trace`` exports for any image size.
 
@@ -527,6 +606,11 @@ class EpsSegHVAE(nn.Module):
         dense pass, eval mode, a copy of the prediction path's current weights) whose ``forward(x)`` equals
         ``self.forward_dense(x, pad_mode)`` to floating-point rounding.
         """
+        if self.segmentation_decoder is not None:
+            raise NotImplementedError(
+                "Export of a network with the segmentation decoder is not supported yet: the DensePredictor is the "
+                "phase tree of the centre-pixel head. Predict with forward_dense or the bundle's inference.json."
+            )
         from .dense_predictor import DensePredictor
 
         return DensePredictor(self, pad_mode=pad_mode, patch_size=patch_size)
