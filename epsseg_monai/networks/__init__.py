@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .blocks import BlurPool, GatedResidualBlock, GMMPrior, SegmentationHead, gaussian_kl, receptive_field_radius
+from .blocks import (
+    BlurPool,
+    GatedResidualBlock,
+    GMMPrior,
+    SegmentationDecoder,
+    SegmentationHead,
+    gaussian_kl,
+    receptive_field_radius,
+)
 from .nets import DensePredictor, EpsSegHVAE
 from .network_config import NETWORK_FILE, load_network_config, save_network_config
 
@@ -13,6 +21,7 @@ __all__ = [
     "EpsSegHVAE",
     "GMMPrior",
     "GatedResidualBlock",
+    "SegmentationDecoder",
     "SegmentationHead",
     "gaussian_kl",
     "load_network_config",

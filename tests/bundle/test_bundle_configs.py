@@ -450,16 +450,19 @@ def test_inference_modes_and_optional_outputs(trained, tmp_path):
     assert result.returncode != 0 and "'dense', 'patch'" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("preset", ["cpu", "plus"])
+@pytest.mark.parametrize("preset", ["cpu", "plus", "decoder"])
 def test_preset_with_time_limit_stops_training(tmp_path, preset):
     """A preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second. The same
-    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head)."""
+    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head or its
+    segmentation decoder)."""
     data = make_dataset(tmp_path / "data", (40, 44))
     configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
     values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
               "class_names": ["x", "y", "z"], **TINY_2D, "batch_size": 8, "epoch_length": 2,
               "time_limit": 1, "early_stop_patience": 100000}  # fmt: skip
+    if preset == "decoder":
+        values["dense_crop_size"] = 24  # the preset's 128 px crops are larger than the tiny images
     # early stopping is out of the way: only the time limit may end the 1000 epochs
     log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
     assert "Reached the time limit" in log
@@ -467,6 +470,7 @@ def test_preset_with_time_limit_stops_training(tmp_path, preset):
     assert (tmp_path / "b" / "models" / "model_last.pt").is_file()
     weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu")
     assert any("fine" in k for k in weights) == (preset == "plus")
+    assert any(k.startswith("segmentation_decoder.") for k in weights) == (preset == "decoder")
     configs = json.dumps([str(CONFIGS / "inference.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs]
     values = {"bundle_root": str(tmp_path / "b"), "input_dir": str(data / "val" / "images"),
@@ -479,12 +483,18 @@ def test_preset_with_time_limit_stops_training(tmp_path, preset):
 PLUS = {"head_fine_levels": [0, 1], "fine_head_unmasked": True, "dense_ce_weight": 1.0}
 
 
+#: ε-Seg+ with the segmentation decoder (per-pixel logits at full resolution) and the dense cross-entropy
+DECODER = {"segmentation_decoder": True, "dense_ce_weight": 1.0}
+
+
+@pytest.mark.parametrize("options", ["fine_head", "decoder"])
 @pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
-def test_eps_seg_plus_trains_and_predicts(tmp_path, dims):
+def test_eps_seg_plus_trains_and_predicts(tmp_path, dims, options):
     """The ε-Seg+ options train through the bundle (dense cross-entropy on crops) and predict every pixel."""
     shape = (40, 44) if dims == 2 else (14, 16, 15)
     data = make_dataset(tmp_path / "data", shape)
-    net = {**(TINY_2D if dims == 2 else TINY_3D), **PLUS, "dense_crop_size": 24 if dims == 2 else 12}
+    extra = PLUS if options == "fine_head" else DECODER
+    net = {**(TINY_2D if dims == 2 else TINY_3D), **extra, "dense_crop_size": 24 if dims == 2 else 12}
     common = {**net, "bundle_root": str(tmp_path / "b"), "num_classes": 3, "class_names": ["x", "y", "z"]}
     log = check(bundle("training", "train.json", tmp_path, dataset_dir=str(data), **common, **SCHEDULE))
     assert "train_dense_ce" in log and "train_dense_pixels" in log and "val_mean_dice" in log
