@@ -113,9 +113,10 @@ class EpsSegHVAE(nn.Module):
             prediction (:meth:`classify`, :meth:`forward_dense`) and the dense cross-entropy on crops use it, while
             the centre-pixel head still gets its per-patch cross-entropy (an auxiliary term). The dense pass is then
             a plain fully convolutional pass (no phase tree): the image is padded by ``decoder_context`` pixels
-            and, where needed, to a multiple of ``2**num_levels``; a pixel's logits depend on its position modulo
-            ``2**num_levels`` only through the blur-pool phases, so tiles agree with the whole-image pass to
-            rounding only where their offsets are multiples of ``2**num_levels``.
+            and, where needed, to a multiple of ``2**num_levels``. Tiles of the sliding-window inferers agree with
+            the whole-image pass only approximately: the decoder's receptive field is larger than
+            ``decoder_context``, and the blur-pool phases depend on a tile's offset modulo ``2**num_levels``.
+            ``dense_training`` does not apply (the crops' logits are the decoder's).
         decoder_blocks: gated residual blocks after each fusion of the segmentation decoder.
         decoder_context: pixels of (reflected) context the dense pass of the segmentation decoder pads the image
             by, and the margin a valid pass drops (default ``patch_size // 2``).
