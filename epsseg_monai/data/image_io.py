@@ -40,9 +40,20 @@ def image_suffix(path: str | os.PathLike) -> str:
 
 
 def image_stem(path: str | os.PathLike) -> str:
-    """File name without its image suffix: ``a/b/07.nii.gz`` → ``07``."""
+    """File name without its image suffix: ``a/b/07.nii.gz`` → ``07``, ``cells.ome.tif`` → ``cells``.
+
+    The ``.ome`` of an OME-TIFF belongs to the suffix, as in
+    :func:`~epsseg_monai.data.large_image.predict_large_images`, so predictions of ``cells.ome.tif`` are named
+    ``cells...`` by every inference path and are matched to ``cells.tif`` labels.
+    """
     name = Path(path).name
-    return name[: len(name) - len(image_suffix(path))] if image_suffix(path) else Path(path).stem
+    suffix = image_suffix(path)
+    if not suffix:
+        return Path(path).stem
+    stem = name[: len(name) - len(suffix)]
+    if suffix in (".tif", ".tiff") and stem.lower().endswith(".ome"):
+        stem = stem[: -len(".ome")]
+    return stem
 
 
 def is_nifti(path: str | os.PathLike) -> bool:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .image_io import image_stem
+
 __all__ = [
     "LARGE_IMAGE_SUFFIXES",
     "PredictionSink",
@@ -45,11 +47,12 @@ def is_zarr(path: str | os.PathLike) -> bool:
 
 
 def _stem(path: str | os.PathLike) -> str:
+    """The name of ``path`` without ``.ome.zarr``/``.zarr``, or :func:`~epsseg_monai.data.image_io.image_stem`'s."""
     name = Path(str(path).rstrip("/")).name
-    for suffix in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+    for suffix in (".ome.zarr", ".zarr"):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
-    return name
+    return image_stem(name)
 
 
 def _zarr() -> Any:

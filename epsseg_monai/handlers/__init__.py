@@ -8,6 +8,7 @@ from .early_stop import EarlyStopHandler
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
 from .lr_time_decay import TimeBudgetLRDecay
+from .random_states import RandomStates
 from .semi_supervised import SemiSupervisedScheduleHandler
 from .sparse_dice import SparseDiceHandler
 from .time_budget import TimeBudget
@@ -19,6 +20,7 @@ __all__ = [
     "EarlyStopHandler",
     "GradientClippingHandler",
     "LossTermsHandler",
+    "RandomStates",
     "SemiSupervisedScheduleHandler",
     "SparseDiceHandler",
     "TimeBudget",

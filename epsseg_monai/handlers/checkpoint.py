@@ -288,7 +288,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         load_dict: the objects to restore, as for ``CheckpointLoader``.
         phase: the phase this loader resumes (``"train"``, ``"semi_supervised"``, ``"self_training"``).
         optional: names in ``load_dict`` that a checkpoint may lack (saved only by newer versions, e.g. the
-            early-stopping state); the others must all be there.
+            early-stopping state, the random states); the others must all be there.
         kwargs: further ``CheckpointLoader`` arguments (``map_location``, ``strict``; a resume restores whole
             states, so ``strict_shape=False`` is refused).
     """
@@ -298,7 +298,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
         load_path: str,
         load_dict: dict,
         phase: str = "train",
-        optional: Sequence[str] = ("early_stop",),
+        optional: Sequence[str] = ("early_stop", "random_states"),
         **kwargs: Any,
     ) -> None:
         if kwargs.get("strict_shape", True) is False:

@@ -626,6 +626,46 @@ def test_resume_keeps_a_changed_epoch_length_and_refuses_weights_only_files(tmp_
     assert result.returncode != 0 and "not a training checkpoint" in _last_line(result), _last_line(result)
 
 
+def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(tmp_path):
+    """The checkpoint holds the random states (patch sampling, masking, augmentation, dropout, latent samples) with
+    the optimizer, LR scheduler and best model: 2 epochs in one run, or 1 epoch and a resume for the second, end
+    with the same weights. A checkpoint without them (written before they were saved) resumes with a warning and
+    draws other patches, so its weights differ: the comparison can fail."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    # epoch_length 4: a multiple of the 2 training images (see epsseg_monai.handlers.random_states)
+    common = {"dataset_dir": str(data), "num_classes": 3, "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE,
+              "epoch_length": 4}  # fmt: skip
+
+    def run(root: str, **values) -> str:
+        values = {**common, "bundle_root": str(tmp_path / root), **values}
+        return check(bundle("training", "train.json", tmp_path, **values))
+
+    def weights(root: str, name: str = "checkpoint_epoch=2.pt") -> dict:
+        state = torch.load(tmp_path / root / "models" / name, weights_only=True)
+        return state["model"] if "model" in state else state
+
+    run("straight", epochs=2)
+    run("resumed", epochs=1)
+    first = tmp_path / "resumed" / "models" / "checkpoint_epoch=1.pt"
+    old = torch.load(first, weights_only=True)
+    rng = old["random_states"]
+    assert {"torch", "numpy", "python", "transforms"} <= set(rng) and rng["transforms"]
+    del old["random_states"]
+    older = tmp_path / "older_checkpoint_epoch=1.pt"
+    torch.save(old, older)
+    assert "Restored all variables" in run("resumed", epochs=2, resume_from=str(first))
+    straight, resumed = weights("straight"), weights("resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), f"{key} differs after the resume"
+    best = [weights(r, "model.pt") for r in ("straight", "resumed")]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0]), "another best model after the resume"
+    log = run("older", epochs=2, resume_from=str(older))
+    assert "holds no ['random_states'] state" in log
+    other = weights("older")
+    assert not all(torch.equal(straight[k], other[k]) for k in straight), "the random states made no difference"
+
+
 def test_zoo_workflows_have_their_properties_and_run(tmp_path):
     """The model zoo's CI route: ``create_workflow`` (``ConfigWorkflow``, run id ``run``) for train and infer,
     ``check_properties()`` finds every required property and no optional one under a wrong id."""

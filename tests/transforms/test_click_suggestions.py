@@ -32,7 +32,8 @@ def test_uncertainty_is_one_minus_the_margin():
 @pytest.mark.parametrize("shape", [(60, 90), (12, 30, 45)])
 def test_proposals_are_uncertain_spread_and_cover_every_class(shape):
     probs = _probs(shape)
-    clicks = SuggestClicks(num_clicks=9, min_distance=6)(torch.from_numpy(probs))
+    # border_margin=0: spreading and class coverage over the whole (thin) volume; the margin is tested below
+    clicks = SuggestClicks(num_clicks=9, min_distance=6, border_margin=0)(torch.from_numpy(probs))
     dims = len(shape)
     assert clicks.shape == (9, dims + 2)
     pos = clicks[:, :dims].astype(int)
@@ -43,7 +44,7 @@ def test_proposals_are_uncertain_spread_and_cover_every_class(shape):
     np.testing.assert_allclose(clicks[:, dims + 1], score[tuple(pos.T)], atol=1e-6)
     assert np.median(clicks[:, dims + 1]) > np.quantile(score, 0.9), "proposals are not among the uncertain pixels"
     # deterministic
-    np.testing.assert_array_equal(clicks, SuggestClicks(9, 6)(probs))
+    np.testing.assert_array_equal(clicks, SuggestClicks(9, 6, 0)(probs))
 
 
 def test_existing_clicks_are_avoided_and_fewer_candidates_give_fewer_proposals():
@@ -82,3 +83,28 @@ def test_dictionary_version_reads_the_label_file_and_csv_opens_as_napari_points(
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["index", "axis-0", "axis-1", "predicted_class", "uncertainty"]
     assert [(int(r["axis-0"]), int(r["axis-1"])) for r in rows] == [tuple(c) for c in clicks[:, :2].astype(int)]
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (20, 48, 64)])
+def test_no_proposal_within_the_border_margin(shape):
+    probs = _probs(shape, seed=1)
+    # the model is most uncertain on the image's edge (where it sees padding): a tie on the first rows/columns
+    edge = [slice(None)] * (len(shape) + 1)
+    for axis in range(1, len(shape) + 1):
+        edge[axis] = slice(0, 2)
+        probs[tuple(edge)] = 1.0 / 3
+        edge[axis] = slice(None)
+    dims = len(shape)
+    near_edge = SuggestClicks(6, min_distance=5, border_margin=0)(probs)
+    assert (near_edge[:, :dims].min(axis=1) < 2).any(), "without a margin the edge's tie should be proposed"
+    for margin in (None, 7):
+        clicks = SuggestClicks(6, min_distance=5, border_margin=margin)(probs)
+        m = np.minimum(5 if margin is None else margin, np.array(shape) // 4)  # at most a quarter of an axis
+        pos = clicks[:, :dims]
+        assert len(clicks) == 6
+        assert (pos >= m).all() and (pos <= np.array(shape) - 1 - m).all(), f"a proposal within {m} px of an edge"
+    # on an axis shorter than four margins, the margin is a quarter of the axis
+    small = SuggestClicks(2, min_distance=4, border_margin=50)(probs[(slice(None),) + (slice(0, 8),) * dims])
+    assert len(small) >= 1 and (small[:, :dims] >= 2).all() and (small[:, :dims] <= 5).all()
+    with pytest.raises(ValueError, match="border_margin"):
+        SuggestClicks(3, border_margin=-1)
