@@ -311,6 +311,23 @@ def check_run_id(valid: Sequence[str], argv: Sequence[str] | None = None) -> Non
         )
 
 
+def refuse_overlay_combination(large_image: bool = False, multi_gpu: bool = False) -> None:
+    """Refuse ``large_image_inference.json`` together with ``multi_gpu_inference.json``.
+
+    Both overlays replace ``initialize`` and ``inference`` of ``inference.json``, so together the later one
+    wins silently: without ``torch.distributed`` every rank would predict every large image into the same output
+    files. Each overlay sets its flag (``large_image_overlay``, ``multi_gpu_overlay``; ``inference.json`` has both
+    ``false``) and calls this first in ``initialize``.
+    """
+    if large_image and multi_gpu:
+        raise ValueError(
+            "large_image_inference.json and multi_gpu_inference.json cannot be combined (each replaces the "
+            "other's 'initialize' and 'inference'). Predict large images with large_image_inference.json on one "
+            "process (it streams tiles from disk and uses --num_threads threads), or give each process its own "
+            "--dataset_dir and --output_dir."
+        )
+
+
 def is_distributed() -> bool:
     """``True`` inside a ``torch.distributed`` process group of more than one process (``torchrun``)."""
     import torch.distributed as dist

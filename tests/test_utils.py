@@ -150,3 +150,12 @@ def test_check_run_id_names_the_typo():
 
     with pytest.raises(ValueError, match="Unknown run id 'trainig'.*'training', 'run'"):
         check_run_id(["training", "run"], ["/x/monai/bundle/__main__.py", "run", "trainig", "--config_file", "t.json"])
+
+
+def test_large_image_and_multi_gpu_overlays_are_refused_together():
+    from epsseg_monai.utils import refuse_overlay_combination
+
+    refuse_overlay_combination(large_image=True)
+    refuse_overlay_combination(multi_gpu=True)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        refuse_overlay_combination(large_image=True, multi_gpu=True)

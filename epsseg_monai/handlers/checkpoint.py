@@ -213,17 +213,23 @@ class TrainingCheckpoint:
                 signal.signal(signal.SIGTERM, previous)
 
 
-def checkpoint_phase(path: str | os.PathLike | None) -> str | None:
+def checkpoint_phase(path: str | os.PathLike | None, network: torch.nn.Module | None = None) -> str | None:
     """The training phase that wrote checkpoint ``path`` (``"train"`` for checkpoints that do not say).
 
     ``None`` when ``path`` is ``None`` (not resuming). The file is checked first
-    (:func:`~epsseg_monai.utils.check_checkpoint`), so a missing or corrupt file is named in the error.
+    (:func:`~epsseg_monai.utils.check_checkpoint`), so a missing or corrupt file is named in the error. With
+    ``network``, a checkpoint of another network size is refused here, at start-up, before the run writes
+    anything (``network.json``, statistics, logs).
     """
     if path is None or path == "":
         return None
     from epsseg_monai.utils import load_checkpoint
 
-    return _phase_of(load_checkpoint(path), path)
+    state = load_checkpoint(path)
+    phase = _phase_of(state, path)
+    if network is not None:
+        _check_network_shapes({"model": network}, state, os.fspath(path))
+    return phase
 
 
 def _phase_of(state: Any, path: str | os.PathLike) -> str:
@@ -279,6 +285,26 @@ def check_training_outputs(
         )
 
 
+def _check_network_shapes(load_dict: Mapping[str, Any], checkpoint: Mapping[str, Any], path: str) -> None:
+    """Refuse, in one line, a checkpoint of another network size (torch's message lists every mismatched tensor)."""
+    network, saved = load_dict.get("model"), checkpoint.get("model")
+    if not isinstance(network, torch.nn.Module) or not isinstance(saved, Mapping):
+        return
+    current = getattr(network, "module", network).state_dict()
+    mismatched = [
+        k for k, v in saved.items() if k in current and tuple(getattr(v, "shape", ())) != tuple(current[k].shape)
+    ]
+    if mismatched:
+        key = mismatched[0]
+        beside = Path(path).parent / "network.json"
+        hint = f" ({beside} holds its options)" if beside.is_file() else ""
+        raise ValueError(
+            f"--resume_from {path} was trained with another network size: {len(mismatched)} tensors differ, e.g. "
+            f"{key} {tuple(saved[key].shape)} in the checkpoint, {tuple(current[key].shape)} in this run. Resume with "
+            f"the network options and preset it was trained with{hint}, or start a new training."
+        )
+
+
 class ResumeCheckpointLoader(CheckpointLoader):
     """MONAI's ``CheckpointLoader`` for ``--resume_from``: refuses a checkpoint of another training phase, and
     keeps the ``epoch_length`` the run was configured with (ignite would silently take the checkpoint's).
@@ -322,6 +348,7 @@ class ResumeCheckpointLoader(CheckpointLoader):
             logger.warning(f"{self.load_path} holds no {absent} state (an older checkpoint): they start afresh.")
         load_dict = {k: v for k, v in self.load_dict.items() if k not in absent}
         prior_max_epochs = engine.state.max_epochs
+        _check_network_shapes(load_dict, checkpoint, self.load_path)
         Checkpoint.load_objects(to_load=load_dict, checkpoint=checkpoint, strict=self.strict)
         if prior_max_epochs is not None and engine.state.epoch > prior_max_epochs:
             raise ValueError(

@@ -555,6 +555,18 @@ def _last_line(result: subprocess.CompletedProcess) -> str:
     return (result.stdout + result.stderr).strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("overlays", [["multi_gpu_inference.json", "large_image_inference.json"],
+                                      ["large_image_inference.json", "multi_gpu_inference.json"]])  # fmt: skip
+def test_large_image_and_multi_gpu_overlays_are_refused_together(tmp_path, overlays):
+    """Each replaces the other's ``initialize`` and ``inference``; together (either order) the run is refused before
+    anything is read or written, with the reason as the last line."""
+    (tmp_path / "images").mkdir()
+    result = bundle("inference", ["inference.json", *overlays], tmp_path, bundle_root=str(tmp_path / "b"),
+                    dataset_dir=str(tmp_path / "images"), output_dir=str(tmp_path / "out"))  # fmt: skip
+    assert result.returncode != 0 and "cannot be combined" in _last_line(result), _last_line(result)
+    assert not (tmp_path / "out").exists()
+
+
 def test_mistyped_run_id_fails_and_run_is_an_alias(trained, tmp_path):
     """MONAI exits 0 and runs nothing for an unknown run id; ours name it. ``run`` (the zoo's id) = the named one."""
     data, common = trained["data"], trained["common"]

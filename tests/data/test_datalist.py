@@ -202,7 +202,7 @@ def test_channel_count_mismatch_is_refused(tmp_path: Path) -> None:
     one = _write(tmp_path / "one.tif", np.arange(12, dtype=np.float32).reshape(3, 4))
     two = tmp_path / "two.tif"
     tifffile.imwrite(two, np.arange(24, dtype=np.float32).reshape(2, 3, 4), imagej=True, metadata={"axes": "CYX"})
-    with pytest.raises(ValueError, match="two.tif has 2 channels"):
+    with pytest.raises(ValueError, match=r"two.tif has 2 channel\(s\) but .*one.tif has 1: all images need"):
         intensity_statistics([{"image": str(one)}, {"image": str(two)}])
 
 

@@ -254,6 +254,9 @@ def test_checkpoints_name_their_phase_and_a_resume_keeps_the_configured_epoch_le
     atomic_save(net.state_dict(), tmp_path / "model.pt")
     with pytest.raises(ValueError, match="not a training checkpoint"):
         checkpoint_phase(tmp_path / "model.pt")
+    assert checkpoint_phase(path, torch.nn.Linear(3, 1)) == "train"
+    with pytest.raises(ValueError, match=r"another network size: 2 tensors differ, e.g. weight \(1, 3\) in the "):
+        checkpoint_phase(path, torch.nn.Linear(4, 2))
 
     net2, opt2, trainer2, budget2, ckpt2 = make_training(tmp_path / "resumed")
     objects = dict(ckpt2.objects)
