@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     from qtpy.QtWidgets import QApplication
 
     from epsseg_monai.data.synthetic import CLASS_NAMES, sparse_points, synthetic_em
-    from epsseg_monai.napari.widget import PREDICTION_LAYER, UNCERTAINTY_LAYER, EpsSegWidget
+    from epsseg_monai.napari.widget import PREDICTION_LAYER, SUGGESTIONS_LAYER, UNCERTAINTY_LAYER, EpsSegWidget
 
     image, dense = synthetic_em((args.side, args.side), seed=3)
     clicks = sparse_points(dense, args.points, seed=0)
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
         dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
     print(f"clicks {int((clicks > 0).sum())}, training {args.minutes} min, Dice per class "
           f"{[round(float(d), 3) for d in dice]}, mean {np.mean(dice):.3f}; status: {widget.status.value}")  # fmt: skip
+    points = np.asarray(viewer.layers[SUGGESTIONS_LAYER].data)
+    edge = np.minimum(points, np.array(image.shape) - 1 - points).min(axis=1) if len(points) else np.zeros(0)
+    spacing = float(widget.spacing.value)
+    print(f"{len(points)} suggested clicks, {int((edge < spacing).sum())} within {spacing:g} px of the image's edge, "
+          f"nearest {edge.min() if len(edge) else float('nan'):.0f} px")  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(args.output, canvas_only=False)
     print(f"wrote {args.output}")

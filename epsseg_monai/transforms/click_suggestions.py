@@ -11,7 +11,7 @@ probabilities this proposes ``num_clicks`` positions to annotate next:
   different structures instead of one uncertain boundary;
 - *inside the image*: nothing is proposed within ``border_margin`` pixels of the image's edge (default
   ``min_distance``), where the model sees padding instead of the specimen and is uncertain for that reason alone
-  (without a margin, 12 of 20 proposals on a 256² synthetic EM image sat on its top and left edges);
+  (without a margin, 12 of 20 proposals on a 384² synthetic EM image sat on its top and left edges);
 - *per class*: proposals are taken in turn from the regions predicted as each class, so a rare class's
   uncertain regions get clicks although the frequent classes hold most uncertain pixels.
 """
