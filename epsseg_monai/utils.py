@@ -13,7 +13,7 @@ Sparse labels follow the napari Labels convention: ``0`` = unlabelled, ``1..C`` 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,12 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         ) from e
 
 
+def network_shape_mismatches(state: Mapping[str, Any], expected: Mapping[str, Any]) -> list[str]:
+    """Names of the tensors in the checkpoint's ``state`` whose shape differs from the network's state dict
+    ``expected``, in ``state``'s order; names that ``expected`` lacks are not compared."""
+    return [k for k, v in state.items() if k in expected and tuple(getattr(v, "shape", ())) != tuple(expected[k].shape)]
+
+
 def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = None, key: str = "model") -> str:
     """Fail early, naming the file and the fix, when a checkpoint is missing, unreadable or does not fit.
 
@@ -192,13 +198,14 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
                 f"Checkpoint {path} does not hold the weights of this network (different parameter "
                 "names); check that it was trained with this bundle."
             )
-        for name, value in expected.items():
-            if tuple(state[name].shape) != tuple(value.shape):
-                raise ValueError(
-                    f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
-                    f"there but {tuple(value.shape)} here. Keep the network.json that training wrote next to it "
-                    "(the network's sizes), or, from Python, build the network with the training's sizes."
-                )
+        mismatched = network_shape_mismatches(state, expected)
+        if mismatched:
+            name = mismatched[0]
+            raise ValueError(
+                f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
+                f"there but {tuple(expected[name].shape)} here. Keep the network.json that training wrote next to it "
+                "(the network's sizes), or, from Python, build the network with the training's sizes."
+            )
     return path
 
 
@@ -317,7 +324,7 @@ def refuse_overlay_combination(large_image: bool = False, multi_gpu: bool = Fals
     Both overlays replace ``initialize`` and ``inference`` of ``inference.json``, so together the later one
     wins silently: without ``torch.distributed`` every rank would predict every large image into the same output
     files. Each overlay sets its flag (``large_image_overlay``, ``multi_gpu_overlay``; ``inference.json`` has both
-    ``false``) and calls this first in ``initialize``.
+    ``false``) and calls this in ``initialize`` before anything is read or written.
     """
     if large_image and multi_gpu:
         raise ValueError(

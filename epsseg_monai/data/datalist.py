@@ -116,7 +116,6 @@ def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image")
 
     load = LoadMicroscopyImage()
     total = total_sq = count = None
-    first = None
     for item in datalist:
         img = np.asarray(load(item[key]), dtype=np.float64)
         flat = img.reshape(img.shape[0], -1)
@@ -124,10 +123,9 @@ def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image")
             raise ValueError(f"{item[key]} contains NaN or infinite values; fix or remove the image.")
         if total is not None and flat.shape[0] != total.shape[0]:
             raise ValueError(
-                f"{item[key]} has {flat.shape[0]} channel(s) but {first} has {total.shape[0]}: all images need the "
-                "same channels (the bundle's --in_channels); convert or remove the odd one."
+                f"{item[key]} has {flat.shape[0]} channel(s) but {datalist[0][key]} has {total.shape[0]}: all "
+                "images need the same channels (the bundle's --in_channels); convert or remove the odd one."
             )
-        first = item[key] if first is None else first
         s, sq = flat.sum(1), (flat**2).sum(1)
         total, total_sq = (s, sq) if total is None else (total + s, total_sq + sq)
         count = flat.shape[1] + (count or 0)

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
-from ..utils import is_main_process
+from ..utils import is_main_process, network_shape_mismatches
 
 __all__ = [
     "BestModelSaver",
@@ -290,10 +290,8 @@ def _check_network_shapes(load_dict: Mapping[str, Any], checkpoint: Mapping[str,
     network, saved = load_dict.get("model"), checkpoint.get("model")
     if not isinstance(network, torch.nn.Module) or not isinstance(saved, Mapping):
         return
-    current = getattr(network, "module", network).state_dict()
-    mismatched = [
-        k for k, v in saved.items() if k in current and tuple(getattr(v, "shape", ())) != tuple(current[k].shape)
-    ]
+    current = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
+    mismatched = network_shape_mismatches(saved, current)
     if mismatched:
         key = mismatched[0]
         beside = Path(path).parent / "network.json"
