@@ -19,6 +19,11 @@ over the held-out images). Methods:
   EM re-estimation of each test image's class frequencies; no labels used).
 * ``epsseg_tta_prior``: both, as the bundle's ``--tta true --adjust_priors true`` (the prior adjustment of the
   test-time-augmented probabilities).
+* ``epsseg_calibrated``: the same ε-Seg predictions shifted towards the class shares estimated from the held-out
+  clicks after training (``--calibrate_after_training true`` writes ``models/class_priors.json``; the bundle's
+  ``inference.json --calibrate_priors true``; see ``benchmarks/class_shares.py`` for every strength). The
+  calibration (a dense pass over the training images) runs after the time limit and is counted in ε-Seg's
+  training seconds.
 * ``forest``: ``benchmarks/baselines/forest.py`` (scikit-learn, 100 trees, ilastik-style filter features).
 * ``unet_sparse`` / ``unet_dense``: ``benchmarks/baselines/unet.py`` (MONAI UNet, masked cross-entropy /
   dense labels) with the same wall-clock budget.
@@ -63,8 +68,9 @@ if str(REPO) not in sys.path:  # run as a script: make ``benchmarks`` importable
 
 from benchmarks.baselines.data import BenchmarkDataset, dice_scores, load_dataset  # noqa: E402
 from epsseg_monai.inferers import DenseInferer, DihedralInferer  # noqa: E402
+from epsseg_monai.metrics.class_shares import load_class_priors  # noqa: E402
 from epsseg_monai.transforms.overlay import colorize_labels, grey_image  # noqa: E402
-from epsseg_monai.transforms.prior_adjustment import AdjustClassPriors  # noqa: E402
+from epsseg_monai.transforms.prior_adjustment import AdjustClassPriors, ShiftClassPriors  # noqa: E402
 
 METHODS = ("epsseg", "forest", "unet_sparse", "unet_dense")
 DATASETS = ("vnc:sparse_0.05pct", "vnc:sparse_0.005pct", "nih3t3:sparse_0.05pct")
@@ -134,7 +140,8 @@ def run_epsseg(
     (e.g. ``--load_pretrain true --pretrained_checkpoint PATH`` to fine-tune).
 
     Returns label maps of the final model (``epsseg``), with test-time augmentation (``epsseg_tta``), with
-    prior adjustment (``epsseg_prior``), with both (``epsseg_tta_prior``) and, when the semi-supervised phase
+    prior adjustment (``epsseg_prior``), with both (``epsseg_tta_prior``), shifted by the calibrated class shares
+    (``epsseg_calibrated``, when the training run wrote them) and, when the semi-supervised phase
     ran, of the phase-1 model it started from (``epsseg_phase1``); training seconds (both phases); prediction
     seconds per image of each.
     """
@@ -153,6 +160,7 @@ def run_epsseg(
     cmd += ["--num_threads", str(args.threads), "--seed", str(args.seed)]  # seed: the bundle's set_determinism
     if args.semi_supervised_epochs > 0:
         cmd += ["--semi_supervised_epochs", str(args.semi_supervised_epochs)]
+    cmd += ["--calibrate_after_training", "true"]  # models/class_priors.json, from the held-out clicks only
     cmd += ["--overwrite", "true"]  # the benchmark's own folder: a rerun retrains (unless --reuse_epsseg)
     cmd += list(extra_args or [])
     if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
@@ -181,13 +189,15 @@ def run_epsseg(
     inferer = DenseInferer(values.get("patch_size", 64))
     tta = DihedralInferer(inferer)
     adjust = AdjustClassPriors()
+    calibration = model_dir / "class_priors.json"
+    shift = ShiftClassPriors(**load_class_priors(calibration, ds.num_classes)) if calibration.is_file() else None
     outcomes: dict[str, list[np.ndarray]] = {}
     pred_s: dict[str, float] = {}
     for key, path in weights.items():
         state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["model"] if "model" in state else state)
         net.eval()
-        preds, adjusted, augmented, augmented_adjusted = [], [], [], []
+        preds, adjusted, augmented, augmented_adjusted, calibrated = [], [], [], [], []
         t_plain = t_tta = 0.0
         for image in ds.test_images:
             x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
@@ -195,6 +205,8 @@ def run_epsseg(
             probs = inferer(x, net)[0]
             t_plain += time.perf_counter() - t
             preds.append(probs.argmax(0).numpy().astype(np.int64) + 1)
+            if key == "epsseg" and shift is not None:
+                calibrated.append(shift(probs).argmax(0).numpy().astype(np.int64) + 1)
             if key == "epsseg" and getattr(args, "tta", True):
                 adjusted.append(adjust(probs).argmax(0).numpy().astype(np.int64) + 1)
                 print(f"  EM class priors of a test image: {np.round(adjust.priors.numpy(), 3).tolist()}")
@@ -205,6 +217,8 @@ def run_epsseg(
                 augmented_adjusted.append(adjust(tta_probs).argmax(0).numpy().astype(np.int64) + 1)
         outcomes[key] = preds
         pred_s[key] = t_plain / len(ds.test_images)
+        if calibrated:
+            outcomes["epsseg_calibrated"], pred_s["epsseg_calibrated"] = calibrated, pred_s[key]
         if key == "epsseg" and getattr(args, "tta", True):
             outcomes["epsseg_tta"], pred_s["epsseg_tta"] = augmented, t_tta / len(ds.test_images)
             outcomes["epsseg_prior"], pred_s["epsseg_prior"] = adjusted, pred_s[key]
@@ -253,7 +267,7 @@ def run_epsseg_curve(
     ds: BenchmarkDataset, args: argparse.Namespace, folder: Path, curve: list[float]
 ) -> tuple[dict[str, list[np.ndarray]], dict[str, float], dict[str, float], dict[str, float | None]]:
     """ε-Seg trained once per budget of ``curve`` (its learning-rate schedule follows the budget, as a user's run
-    with that ``--time_limit`` does); rows ``epsseg@Ts`` (plain prediction, no TTA)."""
+    with that ``--time_limit`` does); rows ``epsseg@Ts`` (plain prediction, no TTA) and ``epsseg_calibrated@Ts``."""
     outcomes, train_times, pred_times, vals = {}, {}, {}, {}
     for point in curve:
         run_args = argparse.Namespace(**{**vars(args), "budget": point, "epsseg_budget": None, "tta": False})
@@ -262,6 +276,10 @@ def run_epsseg_curve(
         key = f"epsseg@{point:g}s"
         outcomes[key], train_times[key], pred_times[key] = out["epsseg"], train_s, pred_s["epsseg"]
         vals[key] = best_validation(work / "train.log")
+        if "epsseg_calibrated" in out:
+            cal = f"epsseg_calibrated@{point:g}s"
+            outcomes[cal], train_times[cal], pred_times[cal] = out["epsseg_calibrated"], train_s, pred_s["epsseg"]
+            vals[cal] = vals[key]
     return outcomes, train_times, pred_times, vals
 
 

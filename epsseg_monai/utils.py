@@ -335,6 +335,17 @@ def refuse_overlay_combination(large_image: bool = False, multi_gpu: bool = Fals
         )
 
 
+def refuse_options(reason: str, **options: Any) -> None:
+    """Refuse a run where more than one of the named boolean options is on (``reason`` says why and what to do).
+
+    Example: ``refuse_options("both rescale the class probabilities", adjust_priors=True, calibrate_priors=True)``
+    fails naming ``--adjust_priors`` and ``--calibrate_priors``.
+    """
+    on = [f"--{name}" for name, value in options.items() if value]
+    if len(on) > 1:
+        raise ValueError(f"{' and '.join(on)} cannot be used together: {reason}")
+
+
 def is_distributed() -> bool:
     """``True`` inside a ``torch.distributed`` process group of more than one process (``torchrun``)."""
     import torch.distributed as dist

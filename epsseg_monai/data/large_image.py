@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,10 +246,21 @@ class PredictionSink:
         labels: writable ``(*spatial)`` array.
         probabilities: writable ``(K, *spatial)`` float32 array or ``None``.
         uncertainty: writable ``(*spatial)`` float32 array or ``None``.
+        transform: applied to each probability tile before anything is written; it must act on each pixel
+            alone (e.g. :class:`~epsseg_monai.transforms.ShiftClassPriors`), so that tiles give the whole image's
+            result.
     """
 
-    def __init__(self, labels: Any, num_classes: int, probabilities: Any = None, uncertainty: Any = None) -> None:
+    def __init__(
+        self,
+        labels: Any,
+        num_classes: int,
+        probabilities: Any = None,
+        uncertainty: Any = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.labels, self.probabilities, self.uncertainty = labels, probabilities, uncertainty
+        self.transform = transform
         self.shape = (int(num_classes), *(int(s) for s in labels.shape))
 
     def __setitem__(self, key: tuple, value: np.ndarray) -> None:
@@ -257,12 +268,24 @@ class PredictionSink:
         from ..utils import labels_from_probabilities
 
         spatial = tuple(key[1:])
+        if self.transform is not None:  # a per-pixel rescaling (ShiftClassPriors): exact tile by tile
+            value = np.asarray(self.transform(value))
         self.labels[spatial] = labels_from_probabilities(value, dim=0).astype(np.uint8)
         if self.probabilities is not None:
             self.probabilities[key] = value.astype(np.float32)
         if self.uncertainty is not None:
             entropy = class_entropy(torch.as_tensor(value[None], dtype=torch.float32))[0, 0].numpy()
             self.uncertainty[spatial] = entropy
+
+
+def _tile_transform(prior_shift: Any) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A ``ShiftClassPriors`` (or its dictionary version, as the bundle builds it) as a function of one tile."""
+    if prior_shift is None:
+        return None
+    shift = getattr(prior_shift, "shift", prior_shift)  # ShiftClassPriorsd holds its array transform
+    if not callable(shift):
+        raise TypeError(f"prior_shift must be a ShiftClassPriors(d) or None, got {type(prior_shift).__name__}.")
+    return shift
 
 
 def large_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -292,6 +315,7 @@ def predict_large_images(
     save_probabilities: bool = False,
     save_uncertainty: bool = False,
     overwrite: bool = False,
+    prior_shift: Any = None,
 ) -> list[Path]:
     """Predict every image of ``inputs`` out of core: read lazily, write ``<name>.<format>`` tile by tile.
 
@@ -306,6 +330,9 @@ def predict_large_images(
         save_probabilities: also write the class probabilities (``(K, *spatial)`` float32).
         save_uncertainty: also write the normalised entropy (0 = certain, 1 = uniform).
         overwrite: replace existing outputs (otherwise refused before anything is predicted).
+        prior_shift: ``None``, or a :class:`~epsseg_monai.transforms.ShiftClassPriorsd` (``keys="pred"``, as
+            ``inference.json --calibrate_priors true`` builds it) or :class:`~epsseg_monai.transforms.ShiftClassPriors`
+            applied to every probability tile.
 
     Returns:
         The label-map outputs, one per input.
@@ -359,7 +386,7 @@ def predict_large_images(
             create_output(targets["uncertainty"], spatial, np.float32, axes, overwrite=overwrite)
             if "uncertainty" in targets else None
         )  # fmt: skip
-        sink = PredictionSink(labels, num_classes, probs, entropy)
+        sink = PredictionSink(labels, num_classes, probs, entropy, transform=_tile_transform(prior_shift))
         inferer.predict_array(image, network, out=sink, mean=intensity_stats["mean"], std=intensity_stats["std"])
         for array in (labels, probs, entropy):
             if array is not None and hasattr(array, "flush"):

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+from .class_shares import (
+    DEFAULT_STRENGTHS,
+    calibrate_class_priors,
+    click_confusion,
+    estimate_class_shares,
+    estimated_dense_dice,
+    load_class_priors,
+    select_prior_strength,
+)
 from .evaluate import evaluate_segmentations
 from .sparse_dice import SparseDiceMetric, dice_counts, dice_from_counts
 
-__all__ = ["SparseDiceMetric", "dice_counts", "dice_from_counts", "evaluate_segmentations"]
+__all__ = [
+    "DEFAULT_STRENGTHS",
+    "SparseDiceMetric",
+    "calibrate_class_priors",
+    "click_confusion",
+    "dice_counts",
+    "dice_from_counts",
+    "estimate_class_shares",
+    "estimated_dense_dice",
+    "evaluate_segmentations",
+    "load_class_priors",
+    "select_prior_strength",
+]

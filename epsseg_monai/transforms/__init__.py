@@ -25,7 +25,12 @@ from .prior_adjustment import (
     AdjustClassPriorsD,
     AdjustClassPriorsd,
     AdjustClassPriorsDict,
+    ShiftClassPriors,
+    ShiftClassPriorsD,
+    ShiftClassPriorsd,
+    ShiftClassPriorsDict,
     em_class_priors,
+    shift_class_priors,
 )
 from .save_segmentation import SaveSegmentationD, SaveSegmentationd, SaveSegmentationDict, probabilities_to_labels
 from .self_training import DensePseudoLabels, DensePseudoLabelsD, DensePseudoLabelsd, DensePseudoLabelsDict
@@ -53,7 +58,12 @@ __all__ = [
     "AdjustClassPriorsD",
     "AdjustClassPriorsDict",
     "AdjustClassPriorsd",
+    "ShiftClassPriors",
+    "ShiftClassPriorsD",
+    "ShiftClassPriorsDict",
+    "ShiftClassPriorsd",
     "em_class_priors",
+    "shift_class_priors",
     "LoadMicroscopyImage",
     "LoadMicroscopyImageD",
     "LoadMicroscopyImageDict",

@@ -18,7 +18,67 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-__all__ = ["AdjustClassPriors", "AdjustClassPriorsD", "AdjustClassPriorsDict", "AdjustClassPriorsd", "em_class_priors"]
+__all__ = [
+    "AdjustClassPriors",
+    "AdjustClassPriorsD",
+    "AdjustClassPriorsDict",
+    "AdjustClassPriorsd",
+    "ShiftClassPriors",
+    "ShiftClassPriorsD",
+    "ShiftClassPriorsDict",
+    "ShiftClassPriorsd",
+    "em_class_priors",
+    "shift_class_priors",
+]
+
+
+def _priors(values: Sequence[float] | torch.Tensor | None, c: int, name: str) -> torch.Tensor:
+    if values is None:
+        return torch.full((c,), 1.0 / c, dtype=torch.float64)
+    out = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+    if out.shape != (c,) or (out < 0).any() or out.sum() <= 0:
+        raise ValueError(f"{name} must be {c} non-negative values with a positive sum, got {out.tolist()}.")
+    return out / out.sum()
+
+
+def shift_class_priors(
+    probs: torch.Tensor,
+    priors: Sequence[float] | torch.Tensor,
+    strength: float = 1.0,
+    train_priors: Sequence[float] | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Move class probabilities from the training priors towards given class frequencies.
+
+    ``p'_c ∝ p_c (priors_c / train_priors_c) ** strength``: ``strength=1`` is Bayes' rule with the new priors,
+    ``0`` leaves the probabilities as they are, values between interpolate on the log scale. A class with prior
+    0 gets probability 0 at ``strength > 0``.
+
+    Args:
+        probs: class probabilities ``C[spatial]`` (or ``C N``).
+        priors: ``(C,)`` target class frequencies (normalised here).
+        strength: exponent in ``[0, 1]``.
+        train_priors: class frequencies of training (``None``: uniform, as class-balanced clicks).
+
+    Returns:
+        shifted probabilities, same shape and dtype, summing to 1 over ``C`` (pixels with all-zero
+        probabilities, i.e. not predicted, stay 0).
+    """
+    if probs.ndim < 2:
+        raise ValueError(f"Expected class probabilities C[spatial], got shape {tuple(probs.shape)}.")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}.")
+    c = probs.shape[0]
+    target, base = _priors(priors, c, "priors"), _priors(train_priors, c, "train_priors")
+    if (base <= 0).any():
+        raise ValueError(f"train_priors must all be positive, got {base.tolist()}.")
+    if float(strength) == 0.0:
+        return probs
+    factor = (target / base) ** float(strength)
+    shape = (c,) + (1,) * (probs.ndim - 1)
+    shifted = probs.double() * factor.reshape(shape)
+    total = shifted.sum(0, keepdim=True)
+    shifted = torch.where(total > 0, shifted / total.clamp_min(1e-300), torch.zeros_like(shifted))
+    return shifted.to(probs.dtype)
 
 
 def em_class_priors(
@@ -125,3 +185,63 @@ class AdjustClassPriorsd(MapTransform):
 
 
 AdjustClassPriorsD = AdjustClassPriorsDict = AdjustClassPriorsd
+
+
+class ShiftClassPriors(Transform):
+    """Shift channel-first class probabilities towards fixed class frequencies (see :func:`shift_class_priors`).
+
+    Unlike :class:`AdjustClassPriors`, which re-estimates the frequencies of every image by EM, the frequencies
+    and the strength here are fixed, e.g. those estimated from held-out clicks after training
+    (:func:`~epsseg_monai.metrics.estimate_class_shares`, :func:`~epsseg_monai.metrics.select_prior_strength`).
+
+    Args:
+        priors: ``(C,)`` target class frequencies.
+        strength: exponent in ``[0, 1]``.
+        train_priors: class frequencies of training (``None``: uniform).
+    """
+
+    backend = [torch.Tensor.__name__]
+
+    def __init__(
+        self, priors: Sequence[float], strength: float = 1.0, train_priors: Sequence[float] | None = None
+    ) -> None:
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}.")
+        self.priors, self.strength, self.train_priors = list(priors), float(strength), train_priors
+
+    def __call__(self, probs: NdarrayOrTensor) -> NdarrayOrTensor:
+        p = convert_to_tensor(probs, track_meta=False)
+        shifted = shift_class_priors(p, self.priors, self.strength, self.train_priors)
+        return convert_to_dst_type(shifted, probs)[0]
+
+
+class ShiftClassPriorsd(MapTransform):
+    """Dictionary version of :class:`ShiftClassPriors`.
+
+    Args:
+        keys: keys of the probability maps.
+        priors: ``(C,)`` target class frequencies.
+        strength: exponent in ``[0, 1]``.
+        train_priors: class frequencies of training (``None``: uniform).
+        allow_missing_keys: don't raise an exception if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        priors: Sequence[float],
+        strength: float = 1.0,
+        train_priors: Sequence[float] | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.shift = ShiftClassPriors(priors, strength, train_priors)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.shift(d[key])
+        return d
+
+
+ShiftClassPriorsD = ShiftClassPriorsDict = ShiftClassPriorsd

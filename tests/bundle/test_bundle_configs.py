@@ -298,6 +298,7 @@ def test_interrupted_training_resumes_without_losing_anything(tmp_path):
     proc = subprocess.Popen(cmd + overrides(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     deadline = time.monotonic() + 300
+
     def second_epoch_saved() -> bool:  # the checkpoint of epoch N replaces that of N - 1: look for any N >= 2
         return any(int(p.stem.split("=")[1]) >= 2 for p in models.glob("checkpoint_epoch=*.pt"))
 
@@ -760,3 +761,66 @@ def test_torchscript_inference_names_the_missing_export(trained, tmp_path):
     result = bundle("inference", ["inference.json", "inference_ts.json"], tmp_path, ts_file=str(tmp_path / "junk.ts"),
                     output_dir=str(tmp_path / "out"), **common)  # fmt: skip
     assert result.returncode != 0 and "junk.ts is not a TorchScript file" in result.stderr.strip().splitlines()[-1]
+
+
+def test_class_prior_calibration_from_held_out_clicks(trained, tmp_path):
+    """``run calibrate`` (train.json) writes ``models/class_priors.json`` from the held-out clicks alone, refuses to
+    replace it unasked, and ``inference --calibrate_priors true`` shifts the probabilities with it; a missing file
+    and the EM adjustment together with it are refused with the fix as the last line."""
+    data, common, dims = trained["data"], dict(trained["common"]), trained["dims"]
+    root = tmp_path / "b"
+    shutil.copytree(Path(common["bundle_root"]) / "models", root / "models")
+    common["bundle_root"] = str(root)
+    check(bundle("calibrate", "train.json", tmp_path, dataset_dir=str(data), **common))  # common: the network size
+    report = json.loads((root / "models" / "class_priors.json").read_text())
+    assert report["class_names"] == ["x", "y", "z"]
+    assert report["held_out_clicks"] == [12, 12, 12], "the val/ folder's clicks, 12 per class"
+    assert abs(sum(report["class_shares"]) - 1) < 1e-5 and min(report["class_shares"]) >= 0
+    assert f"{report['strength']:g}" in report["estimated_dense_dice"]
+    again = bundle("calibrate", "train.json", tmp_path, dataset_dir=str(data), **common)
+    assert again.returncode != 0 and "--overwrite true" in _last_line(again), _last_line(again)
+
+    # a strongly unequal calibration, so that the shift shows
+    report.update(class_shares=[0.9, 0.08, 0.02], strength=1.0)
+    (root / "models" / "class_priors.json").write_text(json.dumps(report))
+    images = str(data / "val" / "images")
+    check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "plain"),
+                 save_probabilities=True, amp=False, **common))  # fmt: skip
+    check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "shifted"),
+                 save_probabilities=True, amp=False, calibrate_priors=True, **common))  # fmt: skip
+    channels_first = (lambda p: np.moveaxis(p, 1, 0)) if dims == 3 else (lambda p: p)
+    plain = channels_first(tifffile.imread(tmp_path / "plain" / "v_prob.tif"))
+    shifted = channels_first(tifffile.imread(tmp_path / "shifted" / "v_prob.tif"))
+    expected = plain * np.array([0.9, 0.08, 0.02]).reshape((3,) + (1,) * dims) * 3
+    expected /= expected.sum(0, keepdims=True)
+    np.testing.assert_allclose(shifted, expected, rtol=0, atol=1e-5)
+    assert np.abs(shifted - plain).max() > 0.05
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "shifted" / "v.tif"), shifted.argmax(0) + 1)
+    if dims == 2:  # the large-image overlay applies the same shift tile by tile (an uncompressed TIFF: no zarr)
+        check(bundle("inference", ["inference.json", "large_image_inference.json"], tmp_path, input_dir=images,
+                     output_dir=str(tmp_path / "large"), output_format="tif", tile_size=[7, 7], save_probabilities=True,
+                     amp=False, calibrate_priors=True, **common))  # fmt: skip
+        np.testing.assert_allclose(tifffile.imread(tmp_path / "large" / "v_prob.tif"), shifted, rtol=0, atol=1e-5)
+
+    both = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "both"),
+                  calibrate_priors=True, adjust_priors=True, **common)  # fmt: skip
+    assert both.returncode != 0 and "--adjust_priors and --calibrate_priors" in _last_line(both), _last_line(both)
+    (root / "models" / "class_priors.json").unlink()
+    missing = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "missing"),
+                     calibrate_priors=True, **common)  # fmt: skip
+    assert missing.returncode != 0 and "class_priors.json not found" in _last_line(missing), _last_line(missing)
+    assert "run calibrate" in _last_line(missing)
+    assert not (tmp_path / "both").exists() and not any((tmp_path / "missing").glob("*.tif"))
+
+
+def test_training_calibrates_class_priors_when_asked(tmp_path):
+    """``--calibrate_after_training true`` writes the same ``class_priors.json`` as a later ``run calibrate``."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    common = {**TINY_2D, "bundle_root": str(tmp_path / "b"), "num_classes": 3, "class_names": ["x", "y", "z"]}
+    common["dataset_dir"] = str(data)
+    log = check(bundle("training", "train.json", tmp_path, calibrate_after_training=True, **common, **SCHEDULE))
+    path = tmp_path / "b" / "models" / "class_priors.json"
+    first = json.loads(path.read_text())
+    assert "Class shares estimated from 36 held-out clicks" in log
+    check(bundle("calibrate", "train.json", tmp_path, overwrite=True, **common))
+    assert json.loads(path.read_text()) == first

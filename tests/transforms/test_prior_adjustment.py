@@ -65,3 +65,35 @@ def test_bad_arguments_are_named():
         em_class_priors(probs, train_priors=[1.0, 0.0])
     with pytest.raises(ValueError, match="C\\[spatial\\]"):
         em_class_priors(torch.ones(3))
+
+
+def test_shift_class_priors_interpolates_between_no_change_and_bayes_rule():
+    from epsseg_monai.transforms import shift_class_priors
+
+    probs, _ = mixture([0.7, 0.2, 0.1])
+    priors = [0.7, 0.2, 0.1]
+    assert shift_class_priors(probs, priors, 0.0) is probs
+    bayes = probs * torch.tensor(priors)[:, None, None]
+    bayes = bayes / bayes.sum(0)
+    torch.testing.assert_close(shift_class_priors(probs, priors, 1.0), bayes)
+    half = shift_class_priors(probs, priors, 0.5)
+    torch.testing.assert_close(half.sum(0), torch.ones(probs.shape[1:]))
+    rare = lambda p: (p.argmax(0) == 2).float().mean().item()  # noqa: E731
+    assert rare(probs) > rare(half) > rare(bayes)  # the rare class shrinks step by step
+
+
+def test_shift_class_priors_keeps_unpredicted_pixels_and_checks_its_arguments():
+    from epsseg_monai.transforms import ShiftClassPriors, ShiftClassPriorsd, shift_class_priors
+
+    probs = torch.tensor([[0.5, 0.0], [0.5, 0.0]])
+    out = ShiftClassPriors([0.9, 0.1], 1.0)(probs)
+    torch.testing.assert_close(out, torch.tensor([[0.9, 0.0], [0.1, 0.0]]))
+    d = ShiftClassPriorsd("pred", [0.9, 0.1], 1.0)({"pred": probs.numpy(), "image": 1})
+    assert isinstance(d["pred"], np.ndarray) and d["image"] == 1
+    np.testing.assert_allclose(d["pred"], out.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="strength"):
+        ShiftClassPriors([0.5, 0.5], 1.5)
+    with pytest.raises(ValueError, match="priors must be 2"):
+        shift_class_priors(probs, [0.2, 0.3, 0.5], 1.0)
+    with pytest.raises(ValueError, match="C\\[spatial\\]"):
+        shift_class_priors(torch.ones(2), [0.5, 0.5], 1.0)
