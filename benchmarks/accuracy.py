@@ -160,7 +160,8 @@ def run_epsseg(
     cmd += ["--num_threads", str(args.threads), "--seed", str(args.seed)]  # seed: the bundle's set_determinism
     if args.semi_supervised_epochs > 0:
         cmd += ["--semi_supervised_epochs", str(args.semi_supervised_epochs)]
-    cmd += ["--calibrate_after_training", "true"]  # models/class_priors.json, from the held-out clicks only
+    calibrate = getattr(args, "calibrate", True)  # models/class_priors.json, from the held-out clicks only
+    cmd += ["--calibrate_after_training", "true" if calibrate else "false"]
     cmd += ["--overwrite", "true"]  # the benchmark's own folder: a rerun retrains (unless --reuse_epsseg)
     cmd += list(extra_args or [])
     if args.reuse_epsseg:  # never retrain (and overwrite) weights the user asked to reuse
@@ -370,6 +371,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--tta", action=argparse.BooleanOptionalAction, default=True, help="also score ε-Seg with TTA / priors"
+    )
+    parser.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="calibrate ε-Seg's class shares after training (row epsseg_calibrated; counted in its training seconds)",
     )
     parser.add_argument(
         "--curve",

@@ -115,9 +115,10 @@ def run_seed(ds: BenchmarkDataset, args: argparse.Namespace, seed: int, folder: 
     """Round 0 and every strategy's rounds for one seed; ``{strategy: [{"round", "clicks", "dice", ...}]}``."""
     preset = preset_path(args.preset)
     patch = preset_values(preset).get("patch_size", 64)
+    # calibrate=False: the rounds are scored without the class-share calibration, as they were measured
     run_args = argparse.Namespace(
         preset=args.preset, budget=args.budget0, epsseg_budget=None, threads=args.threads, seed=seed,
-        semi_supervised_epochs=0, overlays=[], tta=False, reuse_epsseg=False,
+        semi_supervised_epochs=0, overlays=[], tta=False, reuse_epsseg=False, calibrate=False,
     )  # fmt: skip
     start = ds.train_sparse
     n_new = args.clicks or int((start > 0).sum())

@@ -133,17 +133,48 @@ def fast_bfloat16(device: torch.device | str = "cpu") -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def as_flag(value: Any, name: str, allow_auto: bool = False) -> bool | str:
+    """A boolean option as given on the command line, as a ``bool`` (or ``"auto"`` where allowed).
+
+    ``python -m monai.bundle run ... --overwrite false`` hands the config the *string* ``"false"``, which Python
+    takes as true. The bundle configs read every boolean option through this function, so ``true``/``false`` (any
+    case), ``yes``/``no``, ``on``/``off``, ``1``/``0`` and real booleans all mean what they say, and anything else
+    is refused naming the option.
+
+    Args:
+        value: the option's value.
+        name: the option's name, for the message.
+        allow_auto: also accept ``"auto"`` (returned as ``"auto"``).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        if allow_auto and word == "auto":
+            return "auto"
+    choices = "true, false or auto" if allow_auto else "true or false"
+    raise ValueError(f"--{name} must be {choices}, got {value!r}.")
+
+
 def check_amp(amp: bool | str) -> bool | str:
-    """Return ``amp`` if it is a valid mixed-precision option (``True``, ``False`` or ``"auto"``), else raise."""
-    if amp not in (True, False, "auto"):
-        raise ValueError(f"amp must be True, False or 'auto', got {amp!r}.")
-    return amp
+    """Return ``amp`` as ``True``, ``False`` or ``"auto"`` (see :func:`as_flag`), else raise."""
+    return as_flag(amp, "amp", allow_auto=True)
 
 
 def use_bfloat16(amp: bool | str, device: torch.device | str) -> bool:
     """Whether the option ``amp`` (see :func:`check_amp`) computes in bfloat16 on ``device``: ``"auto"`` follows
     :func:`fast_bfloat16`."""
-    return fast_bfloat16(device) if check_amp(amp) == "auto" else bool(amp)
+    amp = check_amp(amp)
+    return fast_bfloat16(device) if amp == "auto" else bool(amp)
 
 
 def invalid_option(name: str, value: object, choices: Sequence[object]) -> None:
@@ -335,15 +366,17 @@ def refuse_overlay_combination(large_image: bool = False, multi_gpu: bool = Fals
         )
 
 
-def refuse_options(reason: str, **options: Any) -> None:
-    """Refuse a run where more than one of the named boolean options is on (``reason`` says why and what to do).
+def refuse_options(reason: str, limit: int = 1, **options: Any) -> None:
+    """Refuse a run where more than ``limit`` of the named boolean options are on (``reason`` says why and what to
+    do instead); ``limit=0`` refuses each of them.
 
     Example: ``refuse_options("both rescale the class probabilities", adjust_priors=True, calibrate_priors=True)``
     fails naming ``--adjust_priors`` and ``--calibrate_priors``.
     """
-    on = [f"--{name}" for name, value in options.items() if value]
-    if len(on) > 1:
-        raise ValueError(f"{' and '.join(on)} cannot be used together: {reason}")
+    on = [f"--{name}" for name, value in options.items() if as_flag(value, name)]
+    if len(on) > limit:
+        where = "here" if limit == 0 else "together"
+        raise ValueError(f"{' and '.join(on)} cannot be used {where}: {reason}")
 
 
 def is_distributed() -> bool:

@@ -159,3 +159,30 @@ def test_large_image_and_multi_gpu_overlays_are_refused_together():
     refuse_overlay_combination(multi_gpu=True)
     with pytest.raises(ValueError, match="cannot be combined"):
         refuse_overlay_combination(large_image=True, multi_gpu=True)
+
+
+def test_as_flag_reads_command_line_booleans():
+    """``--overwrite false`` reaches a bundle config as the string "false", which Python takes as true."""
+    from epsseg_monai.utils import as_flag, use_bfloat16
+
+    for value in (True, "true", "True", "YES", "on", "1", 1):
+        assert as_flag(value, "x") is True
+    for value in (False, "false", "False", "no", "off", "0", 0):
+        assert as_flag(value, "x") is False
+    assert as_flag("AUTO", "amp", allow_auto=True) == "auto"
+    with pytest.raises(ValueError, match="--overwrite must be true or false, got 'auto'"):
+        as_flag("auto", "overwrite")
+    with pytest.raises(ValueError, match="--tta must be true or false, got 'flase'"):
+        as_flag("flase", "tta")
+    assert use_bfloat16("false", "cpu") is False
+
+
+def test_refuse_options_names_what_is_on():
+    from epsseg_monai.utils import refuse_options
+
+    refuse_options("why", adjust_priors="false", calibrate_priors=True)  # one on: fine
+    with pytest.raises(ValueError, match="--adjust_priors and --calibrate_priors cannot be used together: why"):
+        refuse_options("why", adjust_priors="true", calibrate_priors=True)
+    refuse_options("why", limit=0, tta=False, adjust_priors="no")
+    with pytest.raises(ValueError, match="--tta cannot be used here: tiles"):
+        refuse_options("tiles", limit=0, tta="true", adjust_priors=False)

@@ -9,6 +9,7 @@ from .class_shares import (
     estimate_class_shares,
     estimated_dense_dice,
     load_class_priors,
+    prior_calibration_transform,
     select_prior_strength,
 )
 from .evaluate import evaluate_segmentations
@@ -25,5 +26,6 @@ __all__ = [
     "estimated_dense_dice",
     "evaluate_segmentations",
     "load_class_priors",
+    "prior_calibration_transform",
     "select_prior_strength",
 ]

@@ -21,9 +21,11 @@ a choice the plain click Dice cannot make: it always prefers the equal priors th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "estimate_class_shares",
     "estimated_dense_dice",
     "load_class_priors",
+    "prior_calibration_transform",
     "select_prior_strength",
 ]
 
@@ -258,6 +261,7 @@ def calibrate_class_priors(
         },
         "click_dice": round(float(plain_click), 4),
         "held_out_clicks": [int(v) for v in confusion.sum(1)],
+        "checkpoint_md5": None if checkpoint is None else file_md5(checkpoint),
     }
     logger.info(
         "Class shares estimated from %d held-out clicks: %s; prior shift strength %g; estimated dense mean Dice "
@@ -274,13 +278,32 @@ def calibrate_class_priors(
     return report
 
 
+def file_md5(path: str | os.PathLike) -> str:
+    """The MD5 of a file (which weights a calibration belongs to)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def calibration_matches(path: str | os.PathLike, checkpoint: str | os.PathLike) -> bool:
+    """Whether the calibration ``path`` was computed for the weights in ``checkpoint`` (their MD5)."""
+    try:
+        with open(path) as f:
+            recorded = json.load(f).get("checkpoint_md5")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded is not None and os.path.isfile(checkpoint) and recorded == file_md5(checkpoint)
+
+
 def load_class_priors(path: str | os.PathLike, num_classes: int | None = None) -> dict[str, Any]:
     """``{"priors": ..., "strength": ...}`` from a :func:`calibrate_class_priors` report, for
     :class:`~epsseg_monai.transforms.ShiftClassPriorsd`; a missing or foreign file is refused with the fix."""
     path = os.fspath(path)
     fix = (
         "run the calibration first: python -m monai.bundle run calibrate --config_file bundle/configs/train.json "
-        "(with the preset and --dataset_dir of the training run), or drop --calibrate_priors."
+        "(with the preset and --dataset_dir of the training run), or pass --calibrate_priors false."
     )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Class-prior calibration {path} not found; {fix}")
@@ -296,3 +319,51 @@ def load_class_priors(path: str | os.PathLike, num_classes: int | None = None) -
             f"another model?); {fix}"
         )
     return {"priors": priors, "strength": strength}
+
+
+def prior_calibration_transform(
+    path: str | os.PathLike,
+    calibrate_priors: bool | str = "auto",
+    num_classes: int | None = None,
+    adjust_priors: bool = False,
+    keys: str = "pred",
+    checkpoint: str | os.PathLike | None = None,
+) -> Any:
+    """The ``ShiftClassPriorsd`` that ``inference.json --calibrate_priors`` applies, or ``None``.
+
+    Args:
+        path: the training run's ``class_priors.json`` (:func:`calibrate_class_priors`).
+        calibrate_priors: ``True`` (the file must exist), ``False`` (never) or ``"auto"`` (when the file exists and
+            the EM adjustment is not asked for: a model trained with ``--calibrate_after_training true``, as
+            ``presets/plus.json`` does, predicts with its shift).
+        num_classes: the model's class count, checked against the file.
+        adjust_priors: ``inference.json --adjust_priors`` (EM per image); refused together with ``True``.
+        keys: the probability key.
+        checkpoint: the weights that will predict; a calibration computed for other weights (a later training
+            into the same folder) is skipped with a warning under ``"auto"`` and refused under ``True``.
+    """
+    from ..transforms.prior_adjustment import ShiftClassPriorsd
+    from ..utils import as_flag
+
+    calibrate_priors = as_flag(calibrate_priors, "calibrate_priors", allow_auto=True)
+    adjust_priors = as_flag(adjust_priors, "adjust_priors")
+    if calibrate_priors is True and adjust_priors:
+        raise ValueError(
+            "--adjust_priors and --calibrate_priors cannot be used together: both rescale the class probabilities "
+            "(EM per image, or the shares calibrated on held-out clicks); choose one."
+        )
+    if calibrate_priors is False or (calibrate_priors == "auto" and (adjust_priors or not os.path.isfile(path))):
+        return None
+    shift = load_class_priors(path, num_classes)
+    if checkpoint is not None and not calibration_matches(path, checkpoint):
+        message = (
+            f"{path} was computed for other weights than {checkpoint} (trained again since?); run "
+            "python -m monai.bundle run calibrate --config_file bundle/configs/train.json (with the preset and "
+            "--dataset_dir of the training run) --overwrite true"
+        )
+        if calibrate_priors is True:
+            raise ValueError(message + ", or pass --calibrate_priors false.")
+        warnings.warn(message + ". Predicting without the class-share calibration.", stacklevel=2)
+        return None
+    logger.info(f"Shifting the class probabilities towards the calibrated class shares of {path}: {shift}.")
+    return ShiftClassPriorsd(keys, **shift)

@@ -289,9 +289,15 @@ class InteractiveSession:
     def predict(
         self, image: np.ndarray, model: str | os.PathLike | None = None, amp: bool | str = "auto"
     ) -> Prediction:
-        """Label map, class probabilities and uncertainty of ``image`` from the latest (or the given) weights."""
+        """Label map, class probabilities and uncertainty of ``image`` from the latest (or the given) weights.
+
+        Where training calibrated the class shares of these weights (``class_priors.json`` beside them, written by
+        ``presets/plus.json``'s ``calibrate_after_training``), the probabilities are shifted as ``inference.json``
+        shifts them by default.
+        """
         from epsseg_monai.inferers import DenseInferer
         from epsseg_monai.inferers.dense import class_entropy
+        from epsseg_monai.metrics.class_shares import prior_calibration_transform
 
         image, _ = _check_pair(image, None)
         path, net, info = self._network(Path(model) if model is not None else None)
@@ -302,6 +308,12 @@ class InteractiveSession:
         x = (torch.as_tensor(image, dtype=torch.float32) - float(stats["mean"][0])) / float(stats["std"][0])
         with torch.no_grad():
             probs = DenseInferer(amp=amp)(x[None, None], net)[0].float()
+        # the class-share calibration of these weights, where training wrote one (presets/plus.json does)
+        calibration = prior_calibration_transform(
+            path.parent / "class_priors.json", "auto", probs.shape[0], checkpoint=path
+        )
+        if calibration is not None:
+            probs = calibration.shift(probs)
         uncertainty = class_entropy(probs[None])[0, 0]
         return Prediction(
             labels=(probs.argmax(0) + 1).to(torch.uint8).numpy(),

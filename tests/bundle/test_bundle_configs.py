@@ -765,8 +765,9 @@ def test_torchscript_inference_names_the_missing_export(trained, tmp_path):
 
 def test_class_prior_calibration_from_held_out_clicks(trained, tmp_path):
     """``run calibrate`` (train.json) writes ``models/class_priors.json`` from the held-out clicks alone, refuses to
-    replace it unasked, and ``inference --calibrate_priors true`` shifts the probabilities with it; a missing file
-    and the EM adjustment together with it are refused with the fix as the last line."""
+    replace it unasked, and ``inference --calibrate_priors true`` (or the default ``auto``, since the file exists)
+    shifts the probabilities with it, ``false`` does not; a missing file and the EM adjustment together with it
+    are refused with the fix as the last line."""
     data, common, dims = trained["data"], dict(trained["common"]), trained["dims"]
     root = tmp_path / "b"
     shutil.copytree(Path(common["bundle_root"]) / "models", root / "models")
@@ -785,9 +786,21 @@ def test_class_prior_calibration_from_held_out_clicks(trained, tmp_path):
     (root / "models" / "class_priors.json").write_text(json.dumps(report))
     images = str(data / "val" / "images")
     check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "plain"),
-                 save_probabilities=True, amp=False, **common))  # fmt: skip
+                 save_probabilities=True, amp=False, calibrate_priors="false", **common))  # fmt: skip
     check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "shifted"),
-                 save_probabilities=True, amp=False, calibrate_priors=True, **common))  # fmt: skip
+                 save_probabilities=True, amp=False, calibrate_priors="true", **common))  # fmt: skip
+    check(
+        bundle(
+            "inference",
+            "inference.json",
+            tmp_path,
+            input_dir=images,
+            output_dir=str(tmp_path / "auto"),
+            save_probabilities=True,
+            amp=False,
+            **common,
+        )
+    )  # fmt: skip  (default "auto": the file is there)
     channels_first = (lambda p: np.moveaxis(p, 1, 0)) if dims == 3 else (lambda p: p)
     plain = channels_first(tifffile.imread(tmp_path / "plain" / "v_prob.tif"))
     shifted = channels_first(tifffile.imread(tmp_path / "shifted" / "v_prob.tif"))
@@ -796,18 +809,32 @@ def test_class_prior_calibration_from_held_out_clicks(trained, tmp_path):
     np.testing.assert_allclose(shifted, expected, rtol=0, atol=1e-5)
     assert np.abs(shifted - plain).max() > 0.05
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "shifted" / "v.tif"), shifted.argmax(0) + 1)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "auto" / "v_prob.tif"),
+                                  tifffile.imread(tmp_path / "shifted" / "v_prob.tif"))  # fmt: skip
     if dims == 2:  # the large-image overlay applies the same shift tile by tile (an uncompressed TIFF: no zarr)
         check(bundle("inference", ["inference.json", "large_image_inference.json"], tmp_path, input_dir=images,
                      output_dir=str(tmp_path / "large"), output_format="tif", tile_size=[7, 7], save_probabilities=True,
                      amp=False, calibrate_priors=True, **common))  # fmt: skip
         np.testing.assert_allclose(tifffile.imread(tmp_path / "large" / "v_prob.tif"), shifted, rtol=0, atol=1e-5)
 
+    # a calibration of other weights (trained again into the same folder): skipped under auto, refused under true
+    report["checkpoint_md5"] = "0" * 32
+    (root / "models" / "class_priors.json").write_text(json.dumps(report))
+    stale = check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "stale"),
+                         save_probabilities=True, amp=False, **common))  # fmt: skip
+    assert "computed for other weights" in stale
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "stale" / "v_prob.tif"),
+                                  tifffile.imread(tmp_path / "plain" / "v_prob.tif"))  # fmt: skip
+    refused = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "refused"),
+                     calibrate_priors="true", **common)  # fmt: skip
+    assert refused.returncode != 0 and "computed for other weights" in _last_line(refused), _last_line(refused)
+
     both = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "both"),
-                  calibrate_priors=True, adjust_priors=True, **common)  # fmt: skip
+                  calibrate_priors="true", adjust_priors="true", **common)  # fmt: skip
     assert both.returncode != 0 and "--adjust_priors and --calibrate_priors" in _last_line(both), _last_line(both)
     (root / "models" / "class_priors.json").unlink()
     missing = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "missing"),
-                     calibrate_priors=True, **common)  # fmt: skip
+                     calibrate_priors="true", **common)  # fmt: skip
     assert missing.returncode != 0 and "class_priors.json not found" in _last_line(missing), _last_line(missing)
     assert "run calibrate" in _last_line(missing)
     assert not (tmp_path / "both").exists() and not any((tmp_path / "missing").glob("*.tif"))
@@ -824,3 +851,33 @@ def test_training_calibrates_class_priors_when_asked(tmp_path):
     assert "Class shares estimated from 36 held-out clicks" in log
     check(bundle("calibrate", "train.json", tmp_path, overwrite=True, **common))
     assert json.loads(path.read_text()) == first
+
+
+def test_false_on_the_command_line_means_false(trained, tmp_path):
+    """``--overwrite false`` (lower case, as users type it) reaches the config as the string "false"; the configs read
+    it as false, so a second prediction into the same folder is refused, and a misspelt flag is refused by name."""
+    data, common = trained["data"], trained["common"]
+    images, out = str(data / "val" / "images"), str(tmp_path / "out")
+    check(bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=out, overwrite="false",
+                 save_probabilities="false", **common))  # fmt: skip
+    assert not (tmp_path / "out" / "v_prob.tif").exists(), "--save_probabilities false saved probabilities"
+    before = _md5s(tmp_path / "out")
+    again = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=out, overwrite="false",
+                   **common)  # fmt: skip
+    assert again.returncode != 0 and "--overwrite true" in _last_line(again), _last_line(again)
+    assert _md5s(tmp_path / "out") == before
+    typo = bundle("inference", "inference.json", tmp_path, input_dir=images, output_dir=str(tmp_path / "t"),
+                  tta="flase", **common)  # fmt: skip
+    assert typo.returncode != 0 and "--tta must be true or false, got 'flase'" in _last_line(typo), _last_line(typo)
+
+
+def test_large_images_refuse_what_needs_the_whole_image(tmp_path):
+    """``--tta`` and ``--adjust_priors`` need the whole image; the large-image overlay refuses them (they were ignored
+    silently) before anything is read or written."""
+    (tmp_path / "images").mkdir()
+    for option in ("tta", "adjust_priors"):
+        result = bundle("inference", ["inference.json", "large_image_inference.json"], tmp_path,
+                        bundle_root=str(tmp_path / "b"), dataset_dir=str(tmp_path / "images"),
+                        output_dir=str(tmp_path / "out"), **{option: "true"})  # fmt: skip
+        assert result.returncode != 0 and f"--{option} cannot be used here" in _last_line(result), _last_line(result)
+    assert not (tmp_path / "out").exists()

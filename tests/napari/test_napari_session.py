@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from epsseg_monai.napari import InteractiveSession, TrainingProgress, default_bundle_root
 
@@ -130,3 +131,24 @@ def test_predict_before_training_and_missing_bundle(tmp_path: Path) -> None:
         InteractiveSession(tmp_path / "s", bundle_root=tmp_path)
     with pytest.raises(FileNotFoundError, match="Preset 'fast'"):
         InteractiveSession(tmp_path / "s", preset="fast").train(*two_class_image())
+
+
+def test_predict_applies_the_calibration_of_its_weights(tmp_path: Path) -> None:
+    """With ``calibrate_after_training`` (``presets/plus.json`` sets it) the round writes ``class_priors.json`` and
+    ``predict`` shifts the probabilities as ``inference.json`` does; a calibration of other weights is not used."""
+    from epsseg_monai.transforms import shift_class_priors
+
+    session = InteractiveSession(tmp_path / "s", preset="cpu", overrides={**TINY, "calibrate_after_training": True})
+    image, clicks = two_class_image()
+    models = session.train(image, clicks, time_limit=600)
+    path = models / "class_priors.json"
+    report = json.loads(path.read_text())
+    plain_report = {**report, "checkpoint_md5": "0" * 32}  # as if computed for other weights
+    path.write_text(json.dumps({**report, "class_shares": [0.95, 0.05], "strength": 1.0}))
+    shifted = session.predict(image)
+    path.write_text(json.dumps(plain_report))
+    with pytest.warns(UserWarning, match="computed for other weights"):
+        plain = session.predict(image)
+    expected = shift_class_priors(torch.as_tensor(plain.probabilities), [0.95, 0.05], 1.0).numpy()
+    np.testing.assert_allclose(shifted.probabilities, expected, atol=1e-5)
+    assert np.abs(shifted.probabilities - plain.probabilities).max() > 0.01
