@@ -283,7 +283,8 @@ def test_accuracy_preset_by_name_or_path(tmp_path: Path) -> None:
 
 
 def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
-    """``run_epsseg`` trains the bundle with a preset file and predicts every ε-Seg row, TTA + prior included."""
+    """``run_epsseg`` trains the bundle with a preset file and predicts every ε-Seg row, TTA + prior and the
+    class-share calibration included."""
     import argparse
     import json
 
@@ -307,7 +308,8 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
                               threads=1, seed=3, reuse_epsseg=False)  # fmt: skip
     work = tmp_path / "work"
     outcomes, train_s, pred_s = run_epsseg(ds, args, work)
-    assert set(outcomes) == set(pred_s) == {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior"}
+    rows = {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior", "epsseg_calibrated"}
+    assert set(outcomes) == set(pred_s) == rows
     assert train_s > 0 and pred_s["epsseg_tta_prior"] == pred_s["epsseg_tta"]
     assert "> seed: 3" in (work / "train.log").read_text()  # the bundle trained with the benchmark's seed
     for labels in outcomes.values():
@@ -323,6 +325,14 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
     probs = DihedralInferer(DenseInferer(16))(x, net.eval())[0]
     np.testing.assert_array_equal(outcomes["epsseg_tta_prior"][0], AdjustClassPriors()(probs).argmax(0).numpy() + 1)
     np.testing.assert_array_equal(outcomes["epsseg_tta"][0], probs.argmax(0).numpy() + 1)
+
+    # the calibrated row shifts the plain probabilities by the run's models/class_priors.json
+    from epsseg_monai.transforms import shift_class_priors
+
+    calibration = json.loads((work / "models" / "class_priors.json").read_text())
+    plain = DenseInferer(16)(x, net.eval())[0]
+    shifted = shift_class_priors(plain, calibration["class_shares"], calibration["strength"])
+    np.testing.assert_array_equal(outcomes["epsseg_calibrated"][0], shifted.argmax(0).numpy() + 1)
 
 
 def test_unet_snapshots_are_the_weights_at_those_times() -> None:
