@@ -72,4 +72,4 @@ def test_to_float32_keeps_structure_and_integer_tensors():
 
 def test_bad_option_is_named():
     with pytest.raises(ValueError, match="amp must be"):
-        AutocastInferer("yes")
+        AutocastInferer("bf16")  # "yes" now reads as true, like the bundle's flags

@@ -385,7 +385,7 @@ def test_amp_auto_follows_the_device(net2d: EpsSegHVAE, monkeypatch: pytest.Monk
         monkeypatch.setattr(utils, "fast_bfloat16", lambda device, fast=fast: fast)
         torch.testing.assert_close(DenseInferer(amp="auto").logits(x, net2d), expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="amp"):
-        DenseInferer(amp="yes")
+        DenseInferer(amp="bf16")
 
 
 def test_bad_max_slab_voxels() -> None:

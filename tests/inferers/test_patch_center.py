@@ -181,4 +181,4 @@ def test_amp_bfloat16_close_to_float32_and_auto_follows_the_device(setup, monkey
             auto = PatchCenterInferer(patch, batch_size=64, amp="auto")(imgs, net)
         torch.testing.assert_close(auto, want, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="amp"):
-        PatchCenterInferer(patch, amp="yes")
+        PatchCenterInferer(patch, amp="bf16")
