@@ -48,6 +48,7 @@ from epsseg_monai.metrics import (  # noqa: E402
     dice_from_counts,
     estimate_class_shares,
     estimated_dense_dice,
+    predict_at_clicks,
     select_prior_strength,
 )
 from epsseg_monai.transforms import SplitSparseLabels, shift_class_priors  # noqa: E402
@@ -88,18 +89,16 @@ def main() -> None:
         with torch.no_grad():
             return inferer(x, net)[0].double()
 
-    # 1. what a user has: the training images and the held-out clicks
+    # 1. what a user has: the training images and the held-out clicks (the bundle's split)
     t0 = time.perf_counter()
-    predicted = torch.zeros(c, dtype=torch.float64)
-    click_probs, click_labels, train_clicks = [], [], torch.zeros(c, dtype=torch.long)
+    train_clicks = torch.zeros(c, dtype=torch.long)
+    held_out = []
     for image, sparse in zip(ds.train_images, ds.train_sparse):
-        probs = probabilities(image)
-        predicted += torch.bincount(probs.argmax(0).reshape(-1), minlength=c).double()
-        held = torch.from_numpy(split.held_out(sparse)) & torch.from_numpy(sparse > 0)
-        click_probs.append(probs[:, held])
-        click_labels.append(torch.from_numpy(sparse)[held])
-        train_clicks += torch.bincount(torch.from_numpy(sparse)[~held & torch.from_numpy(sparse > 0)] - 1, minlength=c)
-    click_probs_t, click_labels_t = torch.cat(click_probs, 1), torch.cat(click_labels)
+        held = split.held_out(sparse) & (sparse > 0)
+        x = (image - stats["mean"][0]) / stats["std"][0]
+        held_out.append({"image": x[None].astype(np.float32), "label": np.where(held, sparse, 0)})
+        train_clicks += torch.bincount(torch.from_numpy(sparse[~held & (sparse > 0)]) - 1, minlength=c)
+    predicted, click_probs_t, click_labels_t = predict_at_clicks(net, held_out, inferer, c)
     q = predicted / predicted.sum()
     confusion = click_confusion(click_probs_t.argmax(0) + 1, click_labels_t, c)
     shares = estimate_class_shares(confusion, q)

@@ -9,6 +9,7 @@ from .class_shares import (
     estimate_class_shares,
     estimated_dense_dice,
     load_class_priors,
+    predict_at_clicks,
     prior_calibration_transform,
     select_prior_strength,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "estimated_dense_dice",
     "evaluate_segmentations",
     "load_class_priors",
+    "predict_at_clicks",
     "prior_calibration_transform",
     "select_prior_strength",
 ]

@@ -35,6 +35,7 @@ from monai.utils import convert_to_tensor
 from scipy.optimize import nnls
 
 from ..transforms.prior_adjustment import shift_class_priors
+from .sparse_dice import dice_counts, dice_from_counts
 
 __all__ = [
     "DEFAULT_STRENGTHS",
@@ -43,6 +44,7 @@ __all__ = [
     "estimate_class_shares",
     "estimated_dense_dice",
     "load_class_priors",
+    "predict_at_clicks",
     "prior_calibration_transform",
     "select_prior_strength",
 ]
@@ -175,6 +177,49 @@ def select_prior_strength(
     return min(s for s, v in scores.items() if v >= best), scores
 
 
+def predict_at_clicks(
+    network: torch.nn.Module,
+    dataset: Iterable[Mapping[str, Any]],
+    inferer: Callable[[torch.Tensor, torch.nn.Module], torch.Tensor],
+    num_classes: int,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Predict every image of ``dataset`` densely: pixels predicted per class, and the probabilities at its clicks.
+
+    Args:
+        network: the trained network (put in eval mode here).
+        dataset: items with an ``image`` ``C[spatial]`` (normalised as for training) and a ``label`` ``1[spatial]``
+            (or ``[spatial]``) of clicks, ``0`` = none.
+        inferer: dense inferer, ``inferer(images B C [spatial], network) -> probabilities B K [spatial]``.
+        num_classes: ``K``.
+        device: where to predict (default: the network's device).
+
+    Returns:
+        ``(counts (K,) float64 of pixels predicted as each class, probabilities (K, N) at the N clicks, their class
+        ids (N,))``.
+    """
+    device = next(network.parameters()).device if device is None else torch.device(device)
+    network.eval()
+    predicted = torch.zeros(num_classes, dtype=torch.float64)
+    probs_at_clicks, labels_at_clicks = [], []
+    with torch.no_grad():
+        for item in dataset:
+            image = convert_to_tensor(item["image"], track_meta=False).float().to(device)
+            label = convert_to_tensor(item["label"], track_meta=False).long().reshape(image.shape[1:])
+            probs = convert_to_tensor(inferer(image[None], network), track_meta=False)[0].double().cpu()
+            if probs.shape[0] != num_classes:
+                raise ValueError(f"The inferer gave {probs.shape[0]} classes, expected num_classes={num_classes}.")
+            predicted += torch.bincount(probs.argmax(0).reshape(-1), minlength=num_classes).double()
+            clicked = label > 0
+            probs_at_clicks.append(probs[:, clicked])
+            labels_at_clicks.append(label[clicked])
+    if sum(int(lab.numel()) for lab in labels_at_clicks) == 0:
+        raise ValueError(
+            "No held-out clicks to calibrate with: keep --val_fraction > 0 (or a val/ folder with labelled clicks)."
+        )
+    return predicted, torch.cat(probs_at_clicks, 1), torch.cat(labels_at_clicks)
+
+
 def calibrate_class_priors(
     network: torch.nn.Module,
     dataset: Iterable[Mapping[str, Any]],
@@ -222,33 +267,14 @@ def calibrate_class_priors(
         check_checkpoint(checkpoint, network)
         state = load_checkpoint(checkpoint)
         network.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
-    device = next(network.parameters()).device if device is None else torch.device(device)
-    network.eval()
-    predicted = torch.zeros(num_classes, dtype=torch.float64)
-    probs_at_clicks, labels_at_clicks = [], []
-    with torch.no_grad():
-        for item in dataset:
-            image = convert_to_tensor(item["image"], track_meta=False).float().to(device)
-            label = convert_to_tensor(item["label"], track_meta=False).long().reshape(image.shape[1:])
-            probs = convert_to_tensor(inferer(image[None], network), track_meta=False)[0].double().cpu()
-            if probs.shape[0] != num_classes:
-                raise ValueError(f"The inferer gave {probs.shape[0]} classes, expected num_classes={num_classes}.")
-            predicted += torch.bincount(probs.argmax(0).reshape(-1), minlength=num_classes).double()
-            clicked = label > 0
-            probs_at_clicks.append(probs[:, clicked])
-            labels_at_clicks.append(label[clicked])
-    if not probs_at_clicks or sum(int(lab.numel()) for lab in labels_at_clicks) == 0:
-        raise ValueError(
-            "No held-out clicks to calibrate with: keep --val_fraction > 0 (or a val/ folder with labelled clicks)."
-        )
-    click_probs, click_labels = torch.cat(probs_at_clicks, 1), torch.cat(labels_at_clicks)
+    predicted, click_probs, click_labels = predict_at_clicks(network, dataset, inferer, num_classes, device)
     confusion = click_confusion(click_probs.argmax(0) + 1, click_labels, num_classes)
     q = predicted / predicted.sum()
     shares = estimate_class_shares(confusion, q)
     strength, estimates = select_prior_strength(click_probs, click_labels, shares, strengths)
     shifted = shift_class_priors(click_probs, shares, strength)
     calibrated = click_confusion(shifted.argmax(0) + 1, click_labels, num_classes)
-    plain_click = (2 * confusion.diag().double() / (confusion.sum(0) + confusion.sum(1)).double().clamp_min(1)).mean()
+    plain_click = dice_from_counts(dice_counts(click_probs.argmax(0) + 1, click_labels, num_classes)).nanmean()
     report = {
         "class_names": list(class_names) if class_names is not None else [str(i) for i in range(1, num_classes + 1)],
         "class_shares": [round(float(v), 6) for v in shares],
