@@ -64,17 +64,13 @@ def load_trained_network(
     """
     from epsseg_monai.data import load_intensity_stats
     from epsseg_monai.networks import EpsSegHVAE, load_network_config
-    from epsseg_monai.utils import check_checkpoint
+    from epsseg_monai.utils import check_network_state, load_checkpoint
 
     root = Path(bundle_root)
     ckpt = Path(checkpoint) if checkpoint is not None else root / "models" / "model.pt"
     config = load_network_config(ckpt.parent / "network.json")
     net = EpsSegHVAE(**config["network"])
-    path = check_checkpoint(ckpt, net)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    net.load_state_dict(state)
+    net.load_state_dict(check_network_state(load_checkpoint(ckpt), net, ckpt))
     stats = load_intensity_stats(ckpt.parent / "intensity_stats.json")
     return net.eval(), {**config, "intensity_stats": stats}
 

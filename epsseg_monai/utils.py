@@ -220,24 +220,35 @@ def check_checkpoint(path: str | os.PathLike, network: torch.nn.Module | None = 
     """
     path = os.fspath(path)
     state = load_checkpoint(path)
+    if network is not None:
+        check_network_state(state, network, path, key)
+    return path
+
+
+def check_network_state(state: Any, network: torch.nn.Module, path: str | os.PathLike, key: str = "model") -> Any:
+    """Check that a loaded checkpoint ``state`` (read from ``path``, named in the errors) holds the weights of
+    ``network``: the same parameter names and shapes (see :func:`check_checkpoint`).
+
+    Returns:
+        The network's state dict: ``state`` itself or ``state[key]``.
+    """
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
-    if network is not None:
-        expected = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
-        if not isinstance(state, dict) or set(state) != set(expected):
-            raise ValueError(
-                f"Checkpoint {path} does not hold the weights of this network (different parameter "
-                "names); check that it was trained with this bundle."
-            )
-        mismatched = network_shape_mismatches(state, expected)
-        if mismatched:
-            name = mismatched[0]
-            raise ValueError(
-                f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
-                f"there but {tuple(expected[name].shape)} here. Keep the network.json that training wrote next to it "
-                "(the network's sizes), or, from Python, build the network with the training's sizes."
-            )
-    return path
+    expected = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
+    if not isinstance(state, dict) or set(state) != set(expected):
+        raise ValueError(
+            f"Checkpoint {path} does not hold the weights of this network (different parameter "
+            "names); check that it was trained with this bundle."
+        )
+    mismatched = network_shape_mismatches(state, expected)
+    if mismatched:
+        name = mismatched[0]
+        raise ValueError(
+            f"Checkpoint {path} was trained with other network sizes: {name} is {tuple(state[name].shape)} "
+            f"there but {tuple(expected[name].shape)} here. Keep the network.json that training wrote next to it "
+            "(the network's sizes), or, from Python, build the network with the training's sizes."
+        )
+    return state
 
 
 def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size") -> int:
@@ -350,20 +361,44 @@ def check_run_id(valid: Sequence[str], argv: Sequence[str] | None = None) -> Non
 
 
 def refuse_overlay_combination(large_image: bool = False, multi_gpu: bool = False) -> None:
-    """Refuse ``large_image_inference.json`` together with ``multi_gpu_inference.json``.
+    """Refuse ``multi_gpu_inference.json`` applied after ``large_image_inference.json``.
 
-    Both overlays replace ``initialize`` and ``inference`` of ``inference.json``, so together the later one
-    wins silently: without ``torch.distributed`` every rank would predict every large image into the same output
-    files. Each overlay sets its flag (``large_image_overlay``, ``multi_gpu_overlay``; ``inference.json`` has both
-    ``false``) and calls this in ``initialize`` before anything is read or written.
+    Both overlays replace ``initialize`` and ``inference`` of ``inference.json``, so the later one wins: with the
+    multi-GPU overlay last, every rank would predict its share of the input files with the in-memory pipeline and
+    the large-image settings would be ignored. The large-image overlay goes last instead (it then shares the tiles
+    of each image out over the ranks). Each overlay sets its flag (``large_image_overlay``, ``multi_gpu_overlay``;
+    ``inference.json`` has both ``false``); ``multi_gpu_inference.json`` calls this in ``initialize`` before
+    anything is read or written.
     """
     if large_image and multi_gpu:
         raise ValueError(
-            "large_image_inference.json and multi_gpu_inference.json cannot be combined (each replaces the "
-            "other's 'initialize' and 'inference'). Predict large images with large_image_inference.json on one "
-            "process (it streams tiles from disk and uses --num_threads threads), or give each process its own "
-            "--dataset_dir and --output_dir."
+            "multi_gpu_inference.json after large_image_inference.json would ignore the large-image settings. Put "
+            "large_image_inference.json last: --config_file \"['bundle/configs/inference.json',"
+            "'bundle/configs/multi_gpu_inference.json','bundle/configs/large_image_inference.json']\" (the ranks "
+            "then share the tiles of each image)."
         )
+
+
+def init_distributed(enabled: bool, device: torch.device | str | None = None) -> bool:
+    """Join the ``torchrun`` process group when ``enabled`` (``nccl`` on GPUs, ``gloo`` on CPU) and make ``device``
+    the current CUDA device; a no-op when not enabled or already joined. Returns whether a group is running."""
+    import torch.distributed as dist
+
+    if not as_flag(enabled, "multi_gpu_overlay"):
+        return dist.is_available() and dist.is_initialized()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_device(device)
+    return True
+
+
+def destroy_distributed() -> None:
+    """Leave the process group :func:`init_distributed` joined (a no-op outside one)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def refuse_options(reason: str, limit: int = 1, **options: Any) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from epsseg_monai.utils import check_checkpoint
+from epsseg_monai.utils import check_checkpoint, check_network_state, load_checkpoint
 
 
 def net(width: int = 4) -> torch.nn.Module:
@@ -95,3 +95,16 @@ def test_pickled_module_is_refused(tmp_path: Path) -> None:
     torch.save(net(), path)
     with pytest.raises(ValueError, match="cannot be read"):
         check_checkpoint(path)
+
+
+def test_check_network_state_of_a_loaded_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint read once (``load_checkpoint``) is checked without reading the file again: the state dict comes
+    back, from under ``"model"`` too, and a foreign one is refused naming the file."""
+    path = tmp_path / "model.pt"
+    model = net()
+    torch.save({"model": model.state_dict(), "epoch": 2}, path)
+    state = check_network_state(load_checkpoint(path), net(), path)
+    assert set(state) == set(model.state_dict())
+    torch.testing.assert_close(state["0.weight"], model.state_dict()["0.weight"])
+    with pytest.raises(ValueError, match=f"Checkpoint {path} was trained with other network sizes"):
+        check_network_state(load_checkpoint(path), net(width=8), path)

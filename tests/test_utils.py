@@ -152,13 +152,27 @@ def test_check_run_id_names_the_typo():
         check_run_id(["training", "run"], ["/x/monai/bundle/__main__.py", "run", "trainig", "--config_file", "t.json"])
 
 
-def test_large_image_and_multi_gpu_overlays_are_refused_together():
+def test_multi_gpu_overlay_after_the_large_image_overlay_is_refused():
     from epsseg_monai.utils import refuse_overlay_combination
 
     refuse_overlay_combination(large_image=True)
     refuse_overlay_combination(multi_gpu=True)
-    with pytest.raises(ValueError, match="cannot be combined"):
+    with pytest.raises(ValueError, match="Put large_image_inference.json last"):
         refuse_overlay_combination(large_image=True, multi_gpu=True)
+
+
+def test_init_distributed_only_when_asked():
+    """The large-image overlay joins the process group only after ``multi_gpu_inference.json`` (``--multi_gpu_overlay
+    true``); without it nothing is initialised, and leaving is a no-op outside a group."""
+    import torch.distributed as dist
+
+    from epsseg_monai.utils import destroy_distributed, init_distributed
+
+    assert init_distributed(False) is False and init_distributed("false") is False
+    assert not dist.is_initialized()
+    destroy_distributed()
+    with pytest.raises(ValueError, match="multi_gpu_overlay"):
+        init_distributed("maybe")
 
 
 def test_as_flag_reads_command_line_booleans():

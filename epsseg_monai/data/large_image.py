@@ -7,7 +7,9 @@ chunk through ``tifffile``'s zarr store, an OME-Zarr (``.ome.zarr``/``.zarr`` fo
 (``ome-zarr`` writes the NGFF metadata) or a memory-mapped BigTIFF. :func:`predict_large_images` runs
 :meth:`DenseInferer.predict_array <epsseg_monai.inferers.DenseInferer.predict_array>` from one to the other with
 a :class:`PredictionSink`, so only one tile's maps are ever in memory: the bundle's
-``configs/large_image_inference.json`` overlay. 2D images and 3D volumes alike.
+``configs/large_image_inference.json`` overlay. 2D images and 3D volumes alike. Under ``torchrun``
+(``distributed=True``, the overlay after ``multi_gpu_inference.json``) the tiles of each image are shared out over
+the ranks, which write into the same outputs: each tile is predicted and written once.
 
 ``zarr`` and ``ome-zarr`` are the optional ``[zarr]`` extra; TIFF in and out needs neither.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import ensure_tuple_rep
 
 from .image_io import image_stem
 
@@ -31,6 +34,7 @@ __all__ = [
     "PredictionSink",
     "create_output",
     "is_zarr",
+    "open_output",
     "large_image_files",
     "open_lazy",
     "predict_large_images",
@@ -235,6 +239,17 @@ def create_output(
     return array
 
 
+def open_output(path: str | os.PathLike, axes: str) -> Any:
+    """Open an output made by :func:`create_output` (by another process) for writing, with the same view."""
+    path = Path(path)
+    if not is_zarr(path):
+        import tifffile
+
+        disk = tifffile.memmap(path, mode="r+")
+        return np.moveaxis(disk, 1, 0) if axes.lower() == "czyx" else disk
+    return _zarr().open_group(str(path), mode="r+")["0"]
+
+
 _AXIS_TYPES = {"t": "time", "c": "channel"}  # OME-NGFF axis types; x, y, z are "space"
 
 
@@ -316,6 +331,7 @@ def predict_large_images(
     save_uncertainty: bool = False,
     overwrite: bool = False,
     prior_shift: Any = None,
+    distributed: bool = False,
 ) -> list[Path]:
     """Predict every image of ``inputs`` out of core: read lazily, write ``<name>.<format>`` tile by tile.
 
@@ -333,6 +349,10 @@ def predict_large_images(
         prior_shift: ``None``, or a :class:`~epsseg_monai.transforms.ShiftClassPriorsd` (``keys="pred"``, as
             ``inference.json --calibrate_priors true`` builds it) or :class:`~epsseg_monai.transforms.ShiftClassPriors`
             applied to every probability tile.
+        distributed: inside a ``torch.distributed`` process group (``torchrun``), share the tiles of every image out
+            over the ranks: all ranks check the outputs, rank 0 creates them, every rank predicts and writes every
+            ``world_size``-th tile into them (zarr chunks are the tiles, so no chunk has two writers). Ignored
+            outside a process group.
 
     Returns:
         The label-map outputs, one per input.
@@ -370,27 +390,79 @@ def predict_large_images(
                     "choose another --output_dir."
                 )
         plans.append((src, targets))
+    rank, world = _rank_and_world(distributed)
+    _barrier(world)  # every rank has checked the outputs before rank 0 creates any
+    tile = ensure_tuple_rep(inferer.tile_size, dims)
     written = []
     for src, targets in plans:
         image = open_lazy(src, dims, channels)
         spatial = image.shape[1:]
-        logger.info(f"Predicting {src} {tuple(spatial)} tile by tile into {targets['labels']}")
+        chunks = tuple(min(int(s), int(t)) for s, t in zip(spatial, tile))  # a tile's write region is a chunk
         axes = "zyx"[3 - dims :]
-        labels = create_output(targets["labels"], spatial, np.uint8, axes, overwrite=overwrite)
-        probs = (
-            create_output(targets["probabilities"], (num_classes, *spatial), np.float32, "c" + axes,
-                          overwrite=overwrite)
-            if "probabilities" in targets else None
+        layout = {
+            "labels": ((*spatial,), np.uint8, axes, chunks),
+            "probabilities": ((num_classes, *spatial), np.float32, "c" + axes, (1, *chunks)),
+            "uncertainty": ((*spatial,), np.float32, axes, chunks),
+        }
+        if rank == 0:
+            logger.info(f"Predicting {src} {tuple(spatial)} tile by tile into {targets['labels']}"
+                        + (f" on {world} processes" if world > 1 else ""))  # fmt: skip
+        arrays = _shared_outputs(targets, layout, rank, world, overwrite)
+        sink = PredictionSink(
+            arrays["labels"], num_classes, arrays.get("probabilities"), arrays.get("uncertainty"),
+            transform=_tile_transform(prior_shift),
         )  # fmt: skip
-        entropy = (
-            create_output(targets["uncertainty"], spatial, np.float32, axes, overwrite=overwrite)
-            if "uncertainty" in targets else None
+        inferer.predict_array(
+            image, network, out=sink, mean=intensity_stats["mean"], std=intensity_stats["std"],
+            shard=(rank, world) if world > 1 else None,
         )  # fmt: skip
-        sink = PredictionSink(labels, num_classes, probs, entropy, transform=_tile_transform(prior_shift))
-        inferer.predict_array(image, network, out=sink, mean=intensity_stats["mean"], std=intensity_stats["std"])
-        for array in (labels, probs, entropy):
-            if array is not None and hasattr(array, "flush"):
+        for array in arrays.values():
+            if hasattr(array, "flush"):
                 array.flush()
-        del labels, probs, entropy
+        del arrays, sink
+        _barrier(world)  # the image is complete when every rank has written its tiles
         written.append(targets["labels"])
     return written
+
+
+def _rank_and_world(distributed: bool) -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if distributed and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _shared_outputs(
+    targets: dict[str, Path], layout: dict[str, tuple], rank: int, world: int, overwrite: bool
+) -> dict[str, Any]:
+    """Rank 0 creates the outputs (:func:`create_output`), the other ranks then open them (:func:`open_output`);
+    an error on rank 0 is raised on every rank, so that none waits for outputs that will not come."""
+    arrays: dict[str, Any] = {}
+    error = None
+    if rank == 0:
+        try:
+            for name, target in targets.items():
+                shape, dtype, axes, chunks = layout[name]
+                arrays[name] = create_output(target, shape, dtype, axes, chunks=chunks, overwrite=overwrite)
+        except Exception as e:  # shared with the other ranks below, then raised here
+            error = e
+    if world > 1:
+        import torch.distributed as dist
+
+        message = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(message, src=0)
+        if rank != 0 and message[0] is not None:
+            raise RuntimeError(f"Rank 0 could not create the outputs: {message[0]}")
+    if error is not None:
+        raise error
+    if rank != 0:
+        arrays = {name: open_output(target, layout[name][2]) for name, target in targets.items()}
+    return arrays

@@ -9,7 +9,7 @@ import shutil
 
 import torch
 
-from epsseg_monai.utils import check_checkpoint
+from epsseg_monai.utils import check_network_state, load_checkpoint
 
 __all__ = ["keep_better_model", "load_weights"]
 
@@ -17,14 +17,11 @@ __all__ = ["keep_better_model", "load_weights"]
 def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "model") -> torch.nn.Module:
     """Load the weights of checkpoint ``path`` (a state dict, or a dict holding one under ``key``) into ``network``.
 
-    Checked first (:func:`~epsseg_monai.utils.check_checkpoint`), so a missing or foreign file is named in the error.
+    Read once and checked (:func:`~epsseg_monai.utils.check_network_state`): a missing or foreign file is named
+    in the error.
     """
-    path = check_checkpoint(path, getattr(network, "module", network), key=key)
-    device = next(network.parameters()).device
-    state = torch.load(path, map_location=device, weights_only=True)
-    if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-        state = state[key]
-    getattr(network, "module", network).load_state_dict(state)  # DataParallel / DDP: the inner network
+    inner = getattr(network, "module", network)  # DataParallel / DDP: the inner network
+    inner.load_state_dict(check_network_state(load_checkpoint(path), inner, path, key=key))
     return network
 
 

@@ -216,6 +216,7 @@ class DenseInferer(Inferer):
         out: Any = None,
         mean: Sequence[float] | float = 0.0,
         std: Sequence[float] | float = 1.0,
+        shard: tuple[int, int] | None = None,
     ) -> Any:
         """Class probabilities of one image ``(C, *spatial)`` read and written tile by tile (out of core).
 
@@ -225,6 +226,11 @@ class DenseInferer(Inferer):
         ``numpy.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=(K, *spatial))``, receives
         the ``(K, *spatial)`` probabilities tile by tile, so neither needs to fit in memory with a
         ``tile_size`` set. ``out=None`` allocates a float32 NumPy array.
+
+        ``shard=(i, n)`` predicts only the tiles ``i, i + n, i + 2n, ...`` of :meth:`tiles` and leaves the rest of
+        ``out`` as it is: ``n`` processes (``torchrun`` ranks ``i = 0 .. n-1``) writing into one shared ``out``
+        together give the whole image, each tile computed once. With a zarr ``out``, give it chunks that tile the
+        image as ``tile_size`` does, so that no two processes write into one chunk.
 
         Returns:
             ``out``.
@@ -239,6 +245,11 @@ class DenseInferer(Inferer):
             expected = (num_classes, *spatial)
             raise ValueError(f"out must have shape {expected} (classes, *image), got {tuple(out.shape)}.")
         tiles = self.tiles(net, spatial)
+        if shard is not None:
+            index, count = (int(v) for v in shard)
+            if count < 1 or not 0 <= index < count:
+                raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}.")
+            tiles = tiles[index::count]
         device = next(net.parameters()).device
         shape = (-1,) + (1,) * len(spatial)
         mean_ = np.asarray(mean, dtype=np.float32).reshape(shape)

@@ -258,15 +258,13 @@ def calibrate_class_priors(
         chosen shift), ``click_dice`` (plain mean over held-out clicks, without the shift), ``held_out_clicks``
         (per class) and ``class_names``.
     """
-    from ..utils import check_checkpoint, load_checkpoint
+    from ..utils import check_network_state, load_checkpoint
 
     if output_file is not None and os.path.exists(output_file) and not overwrite:
         raise FileExistsError(f"{output_file} already exists; pass --overwrite true to replace it.")
     network = getattr(network, "module", network)  # a DistributedDataParallel wrapper: its network
     if checkpoint is not None:
-        check_checkpoint(checkpoint, network)
-        state = load_checkpoint(checkpoint)
-        network.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+        network.load_state_dict(check_network_state(load_checkpoint(checkpoint), network, checkpoint))
     predicted, click_probs, click_labels = predict_at_clicks(network, dataset, inferer, num_classes, device)
     confusion = click_confusion(click_probs.argmax(0) + 1, click_labels, num_classes)
     q = predicted / predicted.sum()
@@ -320,12 +318,15 @@ def calibration_matches(path: str | os.PathLike, checkpoint: str | os.PathLike) 
             recorded = json.load(f).get("checkpoint_md5")
     except (OSError, ValueError, AttributeError):
         return False
+    return _md5_matches(recorded, checkpoint)
+
+
+def _md5_matches(recorded: Any, checkpoint: str | os.PathLike) -> bool:
     return recorded is not None and os.path.isfile(checkpoint) and recorded == file_md5(checkpoint)
 
 
-def load_class_priors(path: str | os.PathLike, num_classes: int | None = None) -> dict[str, Any]:
-    """``{"priors": ..., "strength": ...}`` from a :func:`calibrate_class_priors` report, for
-    :class:`~epsseg_monai.transforms.ShiftClassPriorsd`; a missing or foreign file is refused with the fix."""
+def _read_class_priors(path: str | os.PathLike, num_classes: int | None = None) -> tuple[dict[str, Any], Any]:
+    """The shift arguments of the report ``path`` and the MD5 of the weights it was computed for."""
     path = os.fspath(path)
     fix = (
         "run the calibration first: python -m monai.bundle run calibrate --config_file bundle/configs/train.json "
@@ -344,7 +345,13 @@ def load_class_priors(path: str | os.PathLike, num_classes: int | None = None) -
             f"{path} holds {len(priors)} class shares but the model has {num_classes} classes (a calibration of "
             f"another model?); {fix}"
         )
-    return {"priors": priors, "strength": strength}
+    return {"priors": priors, "strength": strength}, report.get("checkpoint_md5")
+
+
+def load_class_priors(path: str | os.PathLike, num_classes: int | None = None) -> dict[str, Any]:
+    """``{"priors": ..., "strength": ...}`` from a :func:`calibrate_class_priors` report, for
+    :class:`~epsseg_monai.transforms.ShiftClassPriorsd`; a missing or foreign file is refused with the fix."""
+    return _read_class_priors(path, num_classes)[0]
 
 
 def prior_calibration_transform(
@@ -380,8 +387,8 @@ def prior_calibration_transform(
         )
     if calibrate_priors is False or (calibrate_priors == "auto" and (adjust_priors or not os.path.isfile(path))):
         return None
-    shift = load_class_priors(path, num_classes)
-    if checkpoint is not None and not calibration_matches(path, checkpoint):
+    shift, recorded_md5 = _read_class_priors(path, num_classes)
+    if checkpoint is not None and not _md5_matches(recorded_md5, checkpoint):
         message = (
             f"{path} was computed for other weights than {checkpoint} (trained again since?); run "
             "python -m monai.bundle run calibrate --config_file bundle/configs/train.json (with the preset and "

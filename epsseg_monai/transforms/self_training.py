@@ -110,4 +110,3 @@ class DensePseudoLabelsd(MapTransform):
 
 
 DensePseudoLabelsD = DensePseudoLabelsDict = DensePseudoLabelsd
-

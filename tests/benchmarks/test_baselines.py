@@ -308,7 +308,7 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
                               threads=1, seed=3, reuse_epsseg=False)  # fmt: skip
     work = tmp_path / "work"
     outcomes, train_s, pred_s = run_epsseg(ds, args, work)
-    rows = {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior", "epsseg_calibrated"}
+    rows = {"epsseg", "epsseg_tta", "epsseg_prior", "epsseg_tta_prior", "epsseg_calibrated", "epsseg_tta_calibrated"}
     assert set(outcomes) == set(pred_s) == rows
     assert train_s > 0 and pred_s["epsseg_tta_prior"] == pred_s["epsseg_tta"]
     assert "> seed: 3" in (work / "train.log").read_text()  # the bundle trained with the benchmark's seed
@@ -333,6 +333,9 @@ def test_accuracy_epsseg_rows_from_a_tiny_preset(tmp_path: Path) -> None:
     plain = DenseInferer(16)(x, net.eval())[0]
     shifted = shift_class_priors(plain, calibration["class_shares"], calibration["strength"])
     np.testing.assert_array_equal(outcomes["epsseg_calibrated"][0], shifted.argmax(0).numpy() + 1)
+    # and the TTA + calibration row the TTA probabilities by the same shift
+    shifted_tta = shift_class_priors(probs, calibration["class_shares"], calibration["strength"])
+    np.testing.assert_array_equal(outcomes["epsseg_tta_calibrated"][0], shifted_tta.argmax(0).numpy() + 1)
 
 
 def test_unet_snapshots_are_the_weights_at_those_times() -> None:

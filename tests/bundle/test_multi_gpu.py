@@ -89,6 +89,49 @@ def test_two_process_inference_writes_each_output_once(runs, tmp_path):
     assert "Traceback" not in log
 
 
+@pytest.mark.parametrize("fmt", ["tif", "ome.zarr"])
+def test_two_process_large_image_inference_shares_the_tiles(runs, tmp_path, fmt):
+    """``large_image_inference.json`` after ``multi_gpu_inference.json``: the ranks share the tiles of one image and
+    write them into the same outputs, equal to one process's; rank 0 alone creates the outputs, and an existing
+    output is refused on every rank."""
+    if fmt == "ome.zarr":
+        pytest.importorskip("zarr", reason="zarr is not installed (the [zarr] extra)")
+        pytest.importorskip("ome_zarr", reason="ome-zarr is not installed (the [zarr] extra)")
+    images = tmp_path / "in"
+    images.mkdir()
+    (images / "big.tif").write_bytes((runs["data"] / "images" / "a.tif").read_bytes())  # 40 x 44: 3 x 3 tiles
+    common = dict(
+        bundle_root=str(runs["tmp"] / "two"),
+        dataset_dir=str(images),
+        output_format=fmt,
+        tile_size=[16, 16],
+        save_probabilities=True,
+        save_uncertainty=True,
+        amp=False,
+        num_threads=1,
+    )
+    check(bundle("inference", ["inference.json", "large_image_inference.json"], tmp_path,
+                 output_dir=str(tmp_path / "one"), **common))  # fmt: skip
+    configs = ["inference.json", "multi_gpu_inference.json", "large_image_inference.json"]
+    log = check(torchrun("inference", configs, tmp_path, output_dir=str(tmp_path / "two"), **common))
+    assert "on 2 processes" in log and "Traceback" not in log
+    ext = "." + fmt
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(f"big{s}{ext}" for s in ("", "_prob", "_entropy"))
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
+    for name in names:
+        if fmt == "tif":
+            one, two = (tifffile.imread(tmp_path / d / name) for d in ("one", "two"))
+        else:
+            import zarr
+
+            one, two = (zarr.open_group(str(tmp_path / d / name), mode="r")["0"][...] for d in ("one", "two"))
+        assert one.shape[-2:] == (40, 44)
+        assert (one == two).all(), f"{name} differs from the one-process prediction"
+    result = torchrun("inference", configs, tmp_path, output_dir=str(tmp_path / "two"), **common)
+    assert result.returncode != 0 and "--overwrite true" in result.stdout + result.stderr
+
+
 def test_two_process_evaluation_equals_one_process(runs, tmp_path):
     """``multi_gpu_evaluate.json``: each rank scores its share of the images, rank 0 writes the same report as one
     process."""

@@ -31,8 +31,14 @@ def test_load_weights(tmp_path, wrapped: bool) -> None:
 
 @pytest.mark.parametrize(
     "first, second, kept",
-    [(0.8, 0.85, "second"), (0.8, 0.8, "first"), (0.8, 0.7, "first"), (0.8, float("nan"), "first"),
-     (None, 0.5, "second"), (0.8, None, "first")],  # fmt: skip
+    [
+        (0.8, 0.85, "second"),
+        (0.8, 0.8, "first"),
+        (0.8, 0.7, "first"),
+        (0.8, float("nan"), "first"),
+        (None, 0.5, "second"),
+        (0.8, None, "first"),
+    ],  # fmt: skip
 )
 def test_keep_better_model(tmp_path, first, second, kept) -> None:
     best, phase1 = tmp_path / "model.pt", tmp_path / "model_supervised.pt"

@@ -292,6 +292,28 @@ def test_predict_array_reads_and_writes_memory_maps(tmp_path) -> None:
     torch.testing.assert_close(torch.from_numpy(normalised), saved, rtol=0, atol=1e-4)
 
 
+def test_predict_array_shards_split_the_tiles() -> None:
+    """``shard=(i, n)``: each of ``n`` callers writes only its every ``n``-th tile, disjoint, and together they give
+    the whole image (as ``torchrun`` ranks writing into one shared output do)."""
+    np = pytest.importorskip("numpy")
+    net = network(2)
+    x = images((70, 90), batch=1, seed=4)[0].numpy()
+    inferer = DenseInferer(tile_size=32, max_slab_voxels=None)
+    whole = inferer.predict_array(x, net)
+    out = np.full((3, 70, 90), np.nan, np.float32)
+    covered = []
+    for i in range(2):
+        mine = np.full((3, 70, 90), np.nan, np.float32)
+        inferer.predict_array(x, net, out=mine, shard=(i, 2))
+        covered.append(~np.isnan(mine[0]))
+        out[:, covered[-1]] = mine[:, covered[-1]]
+    assert covered[0].any() and covered[1].any() and not (covered[0] & covered[1]).any()
+    assert (covered[0] | covered[1]).all()
+    np.testing.assert_array_equal(out, whole)
+    with pytest.raises(ValueError, match="shard"):
+        inferer.predict_array(x, net, shard=(2, 2))
+
+
 def test_predict_array_and_tile_arguments_are_checked() -> None:
     net = network(2)
     np = pytest.importorskip("numpy")
