@@ -394,10 +394,17 @@ def init_distributed(enabled: bool, device: torch.device | str | None = None) ->
 
 
 def destroy_distributed() -> None:
-    """Leave the process group :func:`init_distributed` joined (a no-op outside one)."""
+    """Leave the process group :func:`init_distributed` (or a bundle overlay) joined; a no-op outside one.
+
+    The ranks meet at a barrier first, so no rank tears its ``gloo``/``nccl`` connections down while another still
+    finishes its last collective or write: a rank that left early was seen to abort at exit ("terminate called
+    without an active exception", SIGABRT) and fail a run whose work was all done.
+    """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from forked_cli import run_module
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "bundle" / "configs"
@@ -39,7 +40,14 @@ def bundle(run_id: str, config: str | list[str], cwd: Path, **values) -> subproc
     files = json.dumps([str(CONFIGS / c) for c in config]) if isinstance(config, list) else str(CONFIGS / config)
     cmd = [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", files]
     cmd += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
-    return subprocess.run(cmd + overrides(values), cwd=cwd, capture_output=True, text=True, timeout=600)
+    return cli(cmd + overrides(values), cwd=cwd)
+
+
+def cli(cmd: list[str], cwd: Path | str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)`` for ``cmd = [sys.executable, "-m", MODULE,
+    *ARGS]``, in a child forked from a process that imported torch and MONAI once (``forked_cli``)."""
+    assert cmd[:2] == [sys.executable, "-m"], cmd[:2]
+    return run_module(cmd[2], cmd[3:], cwd=cwd, timeout=timeout)
 
 
 def check(result: subprocess.CompletedProcess) -> str:
@@ -147,7 +155,7 @@ def test_ckpt_export_of_trained_weights(trained):
         "--use_trace", "True", "--input_shape", json.dumps([2, 1] + [patch] * dims),
         *overrides({"bundle_root": common["bundle_root"]}),  # the network comes from models/network.json
     ]  # fmt: skip
-    check(subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300))
+    check(cli(cmd, cwd=tmp, timeout=300))
     assert torch.jit.load(str(tmp / "model.ts"))(torch.randn(3, 1, *[patch] * dims)).shape == (3, 3)
 
 
@@ -160,7 +168,7 @@ def test_dense_torchscript_export_of_trained_bundle(trained):
     out = tmp / "model_dense.ts"
     cmd = [sys.executable, "-m", "epsseg_monai.export", "torchscript", "--bundle_root", common["bundle_root"],
            "--output", str(out), "--overwrite", "true"]  # fmt: skip
-    check(subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=300))
+    check(cli(cmd, cwd=tmp, timeout=300))
     module = torch.jit.load(str(out))
     net, config = load_trained_network(common["bundle_root"])
     assert config["class_names"] == ["x", "y", "z"]
@@ -223,14 +231,14 @@ def test_metadata_is_valid_against_the_model_zoo_schema():
         pytest.skip(f"model zoo schema not found at {SCHEMA} (read from ../shared, never committed)")
     cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
            "--filepath", str(SCHEMA)]  # fmt: skip
-    out = check(subprocess.run(cmd, capture_output=True, text=True, timeout=300))
+    out = check(cli(cmd, timeout=300))
     assert "verified with no error" in out
 
 
 def test_verify_net_in_out_on_shipped_network():
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def",
            "--meta_file", str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json")]  # fmt: skip
-    out = check(subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO))
+    out = check(cli(cmd, cwd=REPO, timeout=300))
     assert "verified with no error" in out
 
 
@@ -295,8 +303,10 @@ def test_interrupted_training_resumes_without_losing_anything(tmp_path):
             "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE, "epochs": 50,
             "early_stop_patience": 100000}  # fmt: skip
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(CONFIGS / "train.json")]
+    # Ctrl-C reaches the run even where pytest itself was started in the background (which ignores SIGINT, and a
+    # child Python then installs no KeyboardInterrupt handler)
     proc = subprocess.Popen(cmd + overrides(args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 300
 
     def second_epoch_saved() -> bool:  # the checkpoint of epoch N replaces that of N - 1: look for any N >= 2
@@ -465,7 +475,7 @@ def test_preset_with_time_limit_stops_training(tmp_path, preset):
     if preset == "decoder":
         values["dense_crop_size"] = 24  # the preset's 128 px crops are larger than the tiny images
     # early stopping is out of the way: only the time limit may end the 1000 epochs
-    log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    log = check(cli(cmd + overrides(values), cwd=tmp_path, timeout=600))
     assert "Reached the time limit" in log
     assert "until 1000 epochs" in log, "the preset's schedule was not applied"
     assert (tmp_path / "b" / "models" / "model_last.pt").is_file()
@@ -476,7 +486,7 @@ def test_preset_with_time_limit_stops_training(tmp_path, preset):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs]
     values = {"bundle_root": str(tmp_path / "b"), "input_dir": str(data / "val" / "images"),
               "output_dir": str(tmp_path / "pred"), "num_classes": 3, **TINY_2D}  # fmt: skip
-    check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    check(cli(cmd + overrides(values), cwd=tmp_path, timeout=600))
     assert tifffile.imread(tmp_path / "pred" / "v.tif").shape == (40, 44)
 
 
@@ -524,7 +534,7 @@ def test_self_training_overlay(tmp_path):
               "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE, **PLUS, "dense_crop_size": 24,
               "self_training_crop_size": 32, "self_training_batch_size": 2, "self_training_epochs": 2,
               "self_training_time_limit": 0, "pseudo_label_threshold": 0.4}  # fmt: skip
-    log = check(subprocess.run(cmd + overrides(values), cwd=tmp_path, capture_output=True, text=True, timeout=600))
+    log = check(cli(cmd + overrides(values), cwd=tmp_path, timeout=600))
     models = tmp_path / "b" / "models"
     for name in ("model.pt", "model_supervised.pt", "model_self_training_last.pt"):
         assert (models / name).is_file(), name
@@ -537,8 +547,7 @@ def test_self_training_overlay(tmp_path):
     # resumable like phase 1: the phase-2 checkpoint continues phase 2 (phase 1 is not run again)
     ckpt = models / "self_training_checkpoint_epoch=2.pt"
     assert torch.load(ckpt, weights_only=True)["phase"] == "self_training"
-    log = check(subprocess.run(cmd + overrides({**values, "self_training_epochs": 3, "resume_from": str(ckpt)}),
-                               cwd=tmp_path, capture_output=True, text=True, timeout=600))  # fmt: skip
+    log = check(cli(cmd + overrides({**values, "self_training_epochs": 3, "resume_from": str(ckpt)}), cwd=tmp_path))
     assert f"Restored all variables from {ckpt}" in log and log.count("Metrics -- val_mean_dice:") == 1
     assert (models / "self_training_checkpoint_epoch=3.pt").is_file() and not ckpt.exists()
 
