@@ -1,6 +1,6 @@
 """``python -m MODULE ARGS`` for the bundle tests, without paying Python's start-up each time.
 
-A bundle command on tiny data spends most of its 4-6 s importing torch, MONAI, Ignite and this package. Here one
+A bundle command on tiny data spends most of its 4-9 s importing torch, MONAI, Ignite and this package. Here one
 ``forkserver`` process imports them once and forks a child for each command; the child sets ``argv``, the working
 folder, the environment and the standard streams (at the file-descriptor level) as a new interpreter would have
 them, runs the module as ``__main__`` and exits with its exit code, the traceback of an uncaught exception going

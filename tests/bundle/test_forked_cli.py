@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -29,6 +30,7 @@ def test_forked_command_exit_code_streams_and_folder(tmp_path):
         "print('err', sys.argv[1:], file=sys.stderr)\n"
         "sys.exit(int(sys.argv[1]))\n"
     )
+    before = os.getcwd()
     sys.path.insert(0, str(tmp_path))
     try:
         result = run_module("probe", ["3"], cwd=tmp_path)
@@ -37,3 +39,4 @@ def test_forked_command_exit_code_streams_and_folder(tmp_path):
     assert result.returncode == 3
     assert result.stdout.strip() == f"out {tmp_path}"
     assert result.stderr.strip() == "err ['3']"
+    assert os.getcwd() == before
