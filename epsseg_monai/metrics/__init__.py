@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .class_shares import (
     DEFAULT_STRENGTHS,
+    calibrate_after_training,
     calibrate_class_priors,
     click_confusion,
     estimate_class_shares,
@@ -19,6 +20,7 @@ from .sparse_dice import SparseDiceMetric, dice_counts, dice_from_counts
 __all__ = [
     "DEFAULT_STRENGTHS",
     "SparseDiceMetric",
+    "calibrate_after_training",
     "calibrate_class_priors",
     "click_confusion",
     "dice_counts",

@@ -39,6 +39,7 @@ from .sparse_dice import dice_counts, dice_from_counts
 
 __all__ = [
     "DEFAULT_STRENGTHS",
+    "calibrate_after_training",
     "calibrate_class_priors",
     "click_confusion",
     "estimate_class_shares",
@@ -300,6 +301,34 @@ def calibrate_class_priors(
             json.dump(report, f, indent=2)
         os.replace(tmp, output_file)
     return report
+
+
+def calibrate_after_training(
+    calibration: Callable[..., dict[str, Any]], enabled: bool | str, ckpt_dir: str | os.PathLike
+) -> dict[str, Any] | None:
+    """Run ``calibration(overwrite=True)`` once training has written ``ckpt_dir/model.pt``, if ``enabled``.
+
+    The last step of the bundle's training configs (``train.json``, and the second phase of ``semi_supervised.json``
+    and ``self_train.json``) under ``--calibrate_after_training true``: only the main process calibrates, and a run
+    that wrote no ``model.pt`` (stopped before its first validation) is left without a calibration.
+
+    Args:
+        calibration: :func:`calibrate_class_priors` with every argument but ``overwrite`` bound (the bundle's
+            ``calibration``).
+        enabled: ``--calibrate_after_training`` (a flag; strings ``"true"``/``"false"`` are accepted).
+        ckpt_dir: the run's ``models`` folder.
+
+    Returns:
+        The calibration report, or ``None`` when nothing was calibrated.
+    """
+    from ..utils import as_flag, is_main_process
+
+    if not as_flag(enabled, "calibrate_after_training") or not is_main_process():
+        return None
+    if not os.path.isfile(os.path.join(ckpt_dir, "model.pt")):
+        logger.warning(f"No {os.path.join(ckpt_dir, 'model.pt')} was written; the class-share calibration is skipped.")
+        return None
+    return calibration(overwrite=True)
 
 
 def file_md5(path: str | os.PathLike) -> str:

@@ -86,7 +86,11 @@ def evaluate_segmentations(
             f"No label in {label_dir} for prediction(s) {missing[:5]}; name labels like the images."
         )
     if unused := sorted(set(labels) - set(preds)):
-        logger.info("labels without prediction, not scored: %s", unused)
+        logger.warning(
+            "%d label map(s) in %s have no prediction in %s and are not scored: %s%s; predict them (inference "
+            "config) to score every image.", len(unused), label_dir, pred_dir, unused[:5], " ..." if len(unused) > 5
+            else "",
+        )  # fmt: skip
     load = LoadMicroscopyImage(ensure_channel_first=False)
     per_image: dict[str, dict[str, float]] = {}
     total = torch.zeros((num_classes, 3), dtype=torch.long)
@@ -100,7 +104,17 @@ def evaluate_segmentations(
         t = torch.as_tensor(np.asarray(load(labels[name])))
         if p.shape != t.shape:
             raise ValueError(f"{preds[name]} has shape {tuple(p.shape)} but {labels[name]} has {tuple(t.shape)}.")
-        counts = dice_counts(p.round().long(), t.round().long(), num_classes)
+        p, t = p.round().long(), t.round().long()
+        for ids, path, fix in (
+            (p, preds[name], "was it predicted by a model with another number of classes? Predict it again"),
+            (t, labels[name], f"relabel it with ids 1..{num_classes} (0 = unlabelled) or pass --label_dir"),
+        ):
+            if bad := sorted({int(v) for v in ids.unique() if not 0 <= int(v) <= num_classes}):
+                raise ValueError(
+                    f"{path} holds class id(s) {bad[:5]} outside 0..{num_classes} (the model's {num_classes} classes "
+                    f"{names}); {fix}."
+                )
+        counts = dice_counts(p, t, num_classes)
         total += counts
         dice = dice_from_counts(counts).tolist()
         per_image[name] = {**dict(zip(names, dice)), "mean": _mean(dice), "pixels": int(counts[:, [0, 2]].sum())}
@@ -119,6 +133,7 @@ def evaluate_segmentations(
         "per_image": per_image,
         "pred_dir": str(pred_dir),
         "label_dir": str(label_dir),
+        "labels_without_prediction": unused,
     }
     if world > 1 and dist.get_rank() != 0:
         return report

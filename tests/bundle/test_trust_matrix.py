@@ -164,3 +164,154 @@ def test_failed_inference_and_evaluation_change_nothing(trained_bundle, tmp_path
         assert all(f in last for f in fragments), f"{run_id} {values}: last line {last!r}"
         assert md5_tree(root, data) == before, f"{run_id} {values}: a user's file changed"
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+def _copy_images(tmp: Path, data: Path) -> Path:
+    folder = tmp / "in"
+    shutil.copytree(data / "val" / "images", folder)
+    return folder
+
+
+def _nan_to_predict(tmp: Path, data: Path, root: Path) -> dict:
+    folder = _copy_images(tmp, data)
+    image = tifffile.imread(folder / "v.tif").astype(np.float32)
+    image[5, 5] = np.nan
+    tifffile.imwrite(folder / "v.tif", image)
+    return {"input_dir": str(folder), "output_dir": str(tmp / "out")}
+
+
+def _volume_to_predict(tmp: Path, data: Path, root: Path) -> dict:
+    folder = _copy_images(tmp, data)
+    image = tifffile.imread(folder / "v.tif")
+    tifffile.imwrite(folder / "v.tif", np.stack([image] * 6), imagej=True, metadata={"axes": "ZYX"})
+    return {"input_dir": str(folder), "output_dir": str(tmp / "out")}
+
+
+def _two_channels_to_predict(tmp: Path, data: Path, root: Path) -> dict:
+    folder = _copy_images(tmp, data)
+    _two_channels_file(folder / "v.tif")
+    return {"input_dir": str(folder), "output_dir": str(tmp / "out")}
+
+
+def _two_channels_file(path: Path) -> None:
+    gray = tifffile.imread(path)
+    tifffile.imwrite(path, np.stack([gray, gray]), imagej=True, metadata={"axes": "CYX"})
+
+
+def _corrupt_tiff_to_predict(tmp: Path, data: Path, root: Path) -> dict:
+    folder = _copy_images(tmp, data)
+    (folder / "v.tif").write_bytes((folder / "v.tif").read_bytes()[:100])  # a truncated copy
+    return {"input_dir": str(folder), "output_dir": str(tmp / "out")}
+
+
+def _empty_input_folder(tmp: Path, data: Path, root: Path) -> dict:
+    (tmp / "in").mkdir()
+    return {"input_dir": str(tmp / "in"), "output_dir": str(tmp / "out")}
+
+
+def _weights_without_network_json(tmp: Path, data: Path, root: Path) -> dict:
+    (tmp / "w").mkdir()
+    shutil.copy(root / "models" / "model.pt", tmp / "w" / "model.pt")
+    return {"input_dir": str(data / "val" / "images"), "output_dir": str(tmp / "out"),
+            "checkpoint": str(tmp / "w" / "model.pt")}  # fmt: skip
+
+
+def _weights_of_another_size(tmp: Path, data: Path, root: Path) -> dict:
+    import json
+
+    (tmp / "w").mkdir()
+    shutil.copy(root / "models" / "model.pt", tmp / "w" / "model.pt")
+    config = json.loads((root / "models" / "network.json").read_text())
+    config["network"]["num_filters"] = 2 * config["network"]["num_filters"]
+    (tmp / "w" / "network.json").write_text(json.dumps(config))
+    return {"input_dir": str(data / "val" / "images"), "output_dir": str(tmp / "out"),
+            "checkpoint": str(tmp / "w" / "model.pt")}  # fmt: skip
+
+
+def _calibration_missing(tmp: Path, data: Path, root: Path) -> dict:
+    return {"input_dir": str(data / "val" / "images"), "output_dir": str(tmp / "out"), "calibrate_priors": True}
+
+
+def _copy_predictions(tmp: Path, root: Path) -> Path:
+    folder = tmp / "pred"
+    shutil.copytree(root / "eval" / "predictions", folder)
+    return folder
+
+
+def _prediction_of_another_shape(tmp: Path, data: Path, root: Path) -> dict:
+    folder = _copy_predictions(tmp, root)
+    tifffile.imwrite(folder / "v.tif", tifffile.imread(folder / "v.tif")[:-3])
+    return {"pred_dir": str(folder), "label_dir": str(data / "val" / "ground_truth"), "overwrite": True}
+
+
+def _missing_prediction(tmp: Path, data: Path, root: Path) -> dict:
+    folder = tmp / "gt"
+    shutil.copytree(data / "val" / "ground_truth", folder)
+    shutil.copy(folder / "v.tif", folder / "w.tif")  # a second image, never predicted
+    return {"pred_dir": str(root / "eval" / "predictions"), "label_dir": str(folder), "overwrite": True}
+
+
+def _ground_truth_id_out_of_range(tmp: Path, data: Path, root: Path) -> dict:
+    folder = tmp / "gt"
+    shutil.copytree(data / "val" / "ground_truth", folder)
+    label = tifffile.imread(folder / "v.tif").copy()
+    label[0, 0] = 9
+    tifffile.imwrite(folder / "v.tif", label)
+    return {"pred_dir": str(root / "eval" / "predictions"), "label_dir": str(folder), "overwrite": True}
+
+
+# (id, run id, config, set-up returning the overrides, fragments of the last line)
+PREDICTION_CASES = [
+    ("NaN in an image to predict", "inference", "inference.json", _nan_to_predict, ["v.tif", "NaN"]),
+    ("3D volume to a 2D model", "inference", "inference.json", _volume_to_predict, ["v.tif", "2D"]),
+    ("two-channel image to a one-channel model", "inference", "inference.json", _two_channels_to_predict,
+     ["v.tif", "channel"]),
+    ("truncated TIFF to predict", "inference", "inference.json", _corrupt_tiff_to_predict, ["v.tif"]),
+    ("empty input folder", "inference", "inference.json", _empty_input_folder, ["in", "No .tif"]),
+    ("weights without their network.json", "inference", "inference.json", _weights_without_network_json,
+     ["network.json"]),
+    ("network.json of another network size", "inference", "inference.json", _weights_of_another_size,
+     ["model.pt", "network.json"]),
+    ("--calibrate_priors true without a calibration", "inference", "inference.json", _calibration_missing,
+     ["class_priors.json", "calibrate"]),
+    ("prediction of another shape than its ground truth", "evaluate", "evaluate.json", _prediction_of_another_shape,
+     ["v.tif", "shape"]),
+    ("ground-truth id above num_classes", "evaluate", "evaluate.json", _ground_truth_id_out_of_range,
+     ["v.tif", "[9]", "relabel"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PREDICTION_CASES, ids=[c[0] for c in PREDICTION_CASES])
+def test_failed_prediction_writes_nothing(trained_bundle, tmp_path, case):
+    """Bad inputs to inference and evaluation: a clear last line, the user's files unchanged, no output written."""
+    name, run_id, config, set_up, fragments = case
+    data, root = trained_bundle["data"], trained_bundle["root"]
+    values = set_up(tmp_path, data, root)
+    inputs = [Path(v) for k, v in values.items() if k in ("input_dir", "pred_dir", "label_dir", "checkpoint")]
+    before = md5_tree(root, data, *(p for p in inputs if p.is_dir()))
+    result = bundle(run_id, config, tmp_path, bundle_root=str(root), **values)
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode != 0, f"{name}: exit 0\n{result.stdout[-2000:]}"
+    assert all(f in last for f in fragments), f"{name}: last line {last!r}"
+    after = md5_tree(root, data, *(p for p in inputs if p.is_dir()))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"{name}: a user's file changed: {changed}"
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.rglob("*.*")), f"{name}: wrote {sorted(out.rglob('*'))}"
+
+
+def test_evaluation_names_ground_truth_without_prediction(trained_bundle, tmp_path):
+    """A label map without a prediction is not an error (a user may predict a subset), but it is named: a warning
+    in the output and ``labels_without_prediction`` in ``dice.json``."""
+    import json
+
+    data, root = trained_bundle["data"], trained_bundle["root"]
+    values = _missing_prediction(tmp_path, data, root)
+    before = md5_tree(data, tmp_path / "gt", root / "eval" / "predictions", root / "models")
+    result = bundle("evaluate", "evaluate.json", tmp_path, bundle_root=str(root), **values,
+                    output_dir=str(tmp_path / "eval"))  # fmt: skip
+    check(result)
+    assert "have no prediction" in result.stdout + result.stderr and "['w']" in result.stdout + result.stderr
+    report = json.loads((tmp_path / "eval" / "dice.json").read_text())
+    assert report["labels_without_prediction"] == ["w"] and list(report["per_image"]) == ["v"]
+    assert md5_tree(data, tmp_path / "gt", root / "eval" / "predictions", root / "models") == before

@@ -54,6 +54,21 @@ def test_eps_seg_batch_missing_key(key: str) -> None:
         PrepareEpsSegBatch()(data)
 
 
+def test_metatensor_batches_reach_the_network_as_plain_tensors() -> None:
+    """The transforms' ``MetaTensor`` metadata would be carried through every operation of the network."""
+    from monai.data import MetaTensor
+
+    data = {k: MetaTensor(v, meta={"filename_or_obj": "a.tif"}) for k, v in train_batch().items()}
+    inputs, targets, _, extra = PrepareEpsSegBatch(unmasked_fine=True)(data, device="cpu")
+    for x in (inputs, *targets.values(), *extra.values()):
+        assert type(x) is torch.Tensor
+    assert torch.equal(inputs, data["image"].as_tensor()) and torch.equal(extra["unmasked"], data["target"].as_tensor())
+    image, label, _, kwargs = PrepareSparseValidationBatch()(
+        {"image": MetaTensor(torch.randn(1, 1, 4, 4)), "label": MetaTensor(torch.ones(1, 1, 4, 4))}
+    )
+    assert type(image) is torch.Tensor and type(label) is torch.Tensor and type(kwargs["mask"]) is torch.Tensor
+
+
 def test_sparse_validation_batch() -> None:
     image = torch.randn(2, 1, 5, 6)
     label = torch.zeros(2, 1, 5, 6)

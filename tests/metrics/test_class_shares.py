@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from epsseg_monai.metrics import (
+    calibrate_after_training,
     click_confusion,
     dice_counts,
     dice_from_counts,
@@ -87,3 +88,23 @@ def test_a_class_without_held_out_clicks_is_named():
         estimate_class_shares(conf[:2, :2], [0.5, 0.3, 0.2])
     with pytest.raises(ValueError, match="click_probs"):
         select_prior_strength(torch.ones(2, 5), torch.ones(4, dtype=torch.long), [0.5, 0.5])
+
+
+def test_calibrate_after_training_runs_only_when_asked_and_model_pt_exists(tmp_path, caplog):
+    calls = []
+
+    def calibration(overwrite=False):
+        calls.append(overwrite)
+        return {"strength": 0.5}
+
+    assert calibrate_after_training(calibration, False, tmp_path) is None
+    assert calibrate_after_training(calibration, "false", tmp_path) is None
+    assert calls == []
+    with caplog.at_level("WARNING", logger="epsseg_monai.metrics.class_shares"):
+        assert calibrate_after_training(calibration, True, tmp_path) is None
+    assert calls == [] and "model.pt" in caplog.text and "skipped" in caplog.text
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    assert calibrate_after_training(calibration, "true", tmp_path) == {"strength": 0.5}
+    assert calls == [True]  # a new calibration always replaces the report of earlier weights
+    with pytest.raises(ValueError, match="calibrate_after_training"):
+        calibrate_after_training(calibration, "maybe", tmp_path)

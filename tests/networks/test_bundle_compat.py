@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -74,13 +72,12 @@ def test_ckpt_export_traces_the_eval_network(tmp_path):
     meta, config = write_bundle_files(tmp_path, 2)
     net = EpsSegHVAE(**{k: v for k, v in NET.items() if k != "_target_"})
     torch.save(net.state_dict(), tmp_path / "model.pt")
-    cmd = [
-        sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
-        "--filepath", str(tmp_path / "model.ts"), "--ckpt_file", str(tmp_path / "model.pt"),
-        "--meta_file", str(meta), "--config_file", str(config), "--use_trace", "True",
-        "--input_shape", "[2, 1, 32, 32]",
-    ]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
+    from monai.bundle import ckpt_export  # what ``python -m monai.bundle ckpt_export network_def ...`` calls
+
+    ckpt_export(
+        net_id="network_def", filepath=str(tmp_path / "model.ts"), ckpt_file=str(tmp_path / "model.pt"),
+        meta_file=str(meta), config_file=str(config), use_trace=True, input_shape=[2, 1, 32, 32],
+    )  # fmt: skip
     traced = torch.jit.load(str(tmp_path / "model.ts"))
     x = torch.randn(3, 1, 32, 32)
     torch.testing.assert_close(traced(x), net.eval()(x))
