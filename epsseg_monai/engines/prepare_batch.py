@@ -14,8 +14,9 @@ __all__ = ["PrepareEpsSegBatch", "PrepareSparseValidationBatch"]
 
 
 def _plain(x: Any) -> torch.Tensor:
-    """``x`` as a plain ``torch.Tensor``: a ``MetaTensor``'s metadata would be carried through every operation of
-    the network (about a fifth of a training step on a CPU) and is not needed past the transforms."""
+    """``x`` as a plain ``torch.Tensor``: a ``MetaTensor``'s metadata, not needed past the transforms, would be
+    carried through every operation of the network (Python overhead in each; 0.72 -> 0.68 s per ε-Seg+ training
+    step on 2 CPU cores in one comparison, within the noise)."""
     x = torch.as_tensor(x)
     return x.as_tensor() if isinstance(x, MetaTensor) else x
 
