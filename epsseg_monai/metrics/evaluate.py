@@ -65,6 +65,7 @@ def evaluate_segmentations(
         in the returned dict and the CSV it is NaN).
     """
     from ..transforms.load_image import LoadMicroscopyImage
+    from ..utils import check_sparse_labels
 
     names = _class_names(num_classes, class_names)
     out = Path(output_dir)
@@ -86,10 +87,10 @@ def evaluate_segmentations(
             f"No label in {label_dir} for prediction(s) {missing[:5]}; name labels like the images."
         )
     if unused := sorted(set(labels) - set(preds)):
+        shown = f"{unused[:5]}{' ...' if len(unused) > 5 else ''}"
         logger.warning(
-            "%d label map(s) in %s have no prediction in %s and are not scored: %s%s; predict them (inference "
-            "config) to score every image.", len(unused), label_dir, pred_dir, unused[:5], " ..." if len(unused) > 5
-            else "",
+            "%d label map(s) in %s have no prediction in %s and are not scored: %s; predict them (inference config) "
+            "to score every image.", len(unused), label_dir, pred_dir, shown,
         )  # fmt: skip
     load = LoadMicroscopyImage(ensure_channel_first=False)
     per_image: dict[str, dict[str, float]] = {}
@@ -105,15 +106,12 @@ def evaluate_segmentations(
         if p.shape != t.shape:
             raise ValueError(f"{preds[name]} has shape {tuple(p.shape)} but {labels[name]} has {tuple(t.shape)}.")
         p, t = p.round().long(), t.round().long()
-        for ids, path, fix in (
-            (p, preds[name], "was it predicted by a model with another number of classes? Predict it again"),
-            (t, labels[name], f"relabel it with ids 1..{num_classes} (0 = unlabelled) or pass --label_dir"),
-        ):
-            if bad := sorted({int(v) for v in ids.unique() if not 0 <= int(v) <= num_classes}):
-                raise ValueError(
-                    f"{path} holds class id(s) {bad[:5]} outside 0..{num_classes} (the model's {num_classes} classes "
-                    f"{names}); {fix}."
-                )
+        if bad := sorted({int(v) for v in p.unique() if not 0 <= int(v) <= num_classes}):
+            raise ValueError(
+                f"{preds[name]} holds class id(s) {bad[:5]} outside 0..{num_classes} (the model's {num_classes} "
+                f"classes {names}); was it predicted by a model with another number of classes? Predict it again."
+            )
+        check_sparse_labels(t, num_classes, name=str(labels[name]))
         counts = dice_counts(p, t, num_classes)
         total += counts
         dice = dice_from_counts(counts).tolist()

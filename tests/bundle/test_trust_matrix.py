@@ -75,13 +75,28 @@ def _fraction(label: np.ndarray) -> np.ndarray:
 
 
 def _two_channels(data: Path) -> None:
-    gray = tifffile.imread(data / "images" / "a.tif")
-    tifffile.imwrite(data / "images" / "a.tif", np.stack([gray, gray]), imagej=True, metadata={"axes": "CYX"})
+    _two_channels_file(data / "images" / "a.tif")
+
+
+def _two_channels_file(path: Path) -> None:
+    gray = tifffile.imread(path)
+    tifffile.imwrite(path, np.stack([gray, gray]), imagej=True, metadata={"axes": "CYX"})
 
 
 def _no_images(data: Path) -> None:
     for path in (data / "images").glob("*.tif"):
         path.unlink()
+
+
+def _assert_refused(result, name: str, fragments: list[str]) -> None:
+    """A non-zero exit whose last output line holds every fragment (the file or option and the fix)."""
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert result.returncode != 0, f"{name}: exit 0\n{result.stdout[-2000:]}"
+    assert all(f in last for f in fragments), f"{name}: last line {last!r}"
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 # (id, run id, change to a copy of the dataset, overrides, fragments of the last line)
@@ -128,12 +143,8 @@ def test_failed_training_changes_nothing(trained_bundle, tmp_path, case):
     values = {k: resume.get(v, v) if isinstance(v, str) else v for k, v in values.items()}
     before = md5_tree(root, trained_bundle["data"])
     args = {"dataset_dir": str(data), "bundle_root": str(root), **COMMON, **SCHEDULE, "overwrite": True, **values}
-    result = bundle(run_id, "train.json", tmp_path, **args)
-    last = (result.stdout + result.stderr).strip().splitlines()[-1]
-    assert result.returncode != 0, f"{name}: exit 0\n{result.stdout[-2000:]}"
-    assert all(f in last for f in fragments), f"{name}: last line {last!r}"
-    after = md5_tree(root, trained_bundle["data"])
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    _assert_refused(bundle(run_id, "train.json", tmp_path, **args), name, fragments)
+    changed = _changed(before, md5_tree(root, trained_bundle["data"]))
     assert not changed, f"{name}: a user's file changed: {changed}"
 
 
@@ -158,18 +169,21 @@ def test_failed_inference_and_evaluation_change_nothing(trained_bundle, tmp_path
     ]  # fmt: skip
     for run_id, config, values, fragments in cases:
         before = md5_tree(root, data)
-        result = bundle(run_id, config, tmp_path, bundle_root=str(root), **values)
-        last = (result.stdout + result.stderr).strip().splitlines()[-1]
-        assert result.returncode != 0, f"{run_id} {values}: exit 0"
-        assert all(f in last for f in fragments), f"{run_id} {values}: last line {last!r}"
+        _assert_refused(
+            bundle(run_id, config, tmp_path, bundle_root=str(root), **values), f"{run_id} {values}", fragments
+        )
         assert md5_tree(root, data) == before, f"{run_id} {values}: a user's file changed"
     assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
 
 
+def _copy_folder(source: Path, target: Path) -> Path:
+    """A copy of ``source`` at ``target`` to break, so the user's own files stay as they are."""
+    shutil.copytree(source, target)
+    return target
+
+
 def _copy_images(tmp: Path, data: Path) -> Path:
-    folder = tmp / "in"
-    shutil.copytree(data / "val" / "images", folder)
-    return folder
+    return _copy_folder(data / "val" / "images", tmp / "in")
 
 
 def _nan_to_predict(tmp: Path, data: Path, root: Path) -> dict:
@@ -191,11 +205,6 @@ def _two_channels_to_predict(tmp: Path, data: Path, root: Path) -> dict:
     folder = _copy_images(tmp, data)
     _two_channels_file(folder / "v.tif")
     return {"input_dir": str(folder), "output_dir": str(tmp / "out")}
-
-
-def _two_channels_file(path: Path) -> None:
-    gray = tifffile.imread(path)
-    tifffile.imwrite(path, np.stack([gray, gray]), imagej=True, metadata={"axes": "CYX"})
 
 
 def _corrupt_tiff_to_predict(tmp: Path, data: Path, root: Path) -> dict:
@@ -232,28 +241,20 @@ def _calibration_missing(tmp: Path, data: Path, root: Path) -> dict:
     return {"input_dir": str(data / "val" / "images"), "output_dir": str(tmp / "out"), "calibrate_priors": True}
 
 
-def _copy_predictions(tmp: Path, root: Path) -> Path:
-    folder = tmp / "pred"
-    shutil.copytree(root / "eval" / "predictions", folder)
-    return folder
-
-
 def _prediction_of_another_shape(tmp: Path, data: Path, root: Path) -> dict:
-    folder = _copy_predictions(tmp, root)
+    folder = _copy_folder(root / "eval" / "predictions", tmp / "pred")
     tifffile.imwrite(folder / "v.tif", tifffile.imread(folder / "v.tif")[:-3])
     return {"pred_dir": str(folder), "label_dir": str(data / "val" / "ground_truth"), "overwrite": True}
 
 
 def _missing_prediction(tmp: Path, data: Path, root: Path) -> dict:
-    folder = tmp / "gt"
-    shutil.copytree(data / "val" / "ground_truth", folder)
+    folder = _copy_folder(data / "val" / "ground_truth", tmp / "gt")
     shutil.copy(folder / "v.tif", folder / "w.tif")  # a second image, never predicted
     return {"pred_dir": str(root / "eval" / "predictions"), "label_dir": str(folder), "overwrite": True}
 
 
 def _ground_truth_id_out_of_range(tmp: Path, data: Path, root: Path) -> dict:
-    folder = tmp / "gt"
-    shutil.copytree(data / "val" / "ground_truth", folder)
+    folder = _copy_folder(data / "val" / "ground_truth", tmp / "gt")
     label = tifffile.imread(folder / "v.tif").copy()
     label[0, 0] = 9
     tifffile.imwrite(folder / "v.tif", label)
@@ -277,7 +278,7 @@ PREDICTION_CASES = [
     ("prediction of another shape than its ground truth", "evaluate", "evaluate.json", _prediction_of_another_shape,
      ["v.tif", "shape"]),
     ("ground-truth id above num_classes", "evaluate", "evaluate.json", _ground_truth_id_out_of_range,
-     ["v.tif", "[9]", "relabel"]),
+     ["v.tif", "class id 9", "use ids 1..3"]),
 ]  # fmt: skip
 
 
@@ -289,12 +290,8 @@ def test_failed_prediction_writes_nothing(trained_bundle, tmp_path, case):
     values = set_up(tmp_path, data, root)
     inputs = [Path(v) for k, v in values.items() if k in ("input_dir", "pred_dir", "label_dir", "checkpoint")]
     before = md5_tree(root, data, *(p for p in inputs if p.is_dir()))
-    result = bundle(run_id, config, tmp_path, bundle_root=str(root), **values)
-    last = (result.stdout + result.stderr).strip().splitlines()[-1]
-    assert result.returncode != 0, f"{name}: exit 0\n{result.stdout[-2000:]}"
-    assert all(f in last for f in fragments), f"{name}: last line {last!r}"
-    after = md5_tree(root, data, *(p for p in inputs if p.is_dir()))
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    _assert_refused(bundle(run_id, config, tmp_path, bundle_root=str(root), **values), name, fragments)
+    changed = _changed(before, md5_tree(root, data, *(p for p in inputs if p.is_dir())))
     assert not changed, f"{name}: a user's file changed: {changed}"
     out = tmp_path / "out"
     assert not out.exists() or not any(out.rglob("*.*")), f"{name}: wrote {sorted(out.rglob('*'))}"
