@@ -1,5 +1,6 @@
 """Ignite handlers: per-class sparse Dice, the ε-Seg loss terms, gradient clipping, semi-supervised schedule,
-learning-rate decay over a time budget, a resumable time budget, checkpoints that never lose progress."""
+learning-rate decay over a time budget, a resumable time budget, checkpoints that never lose progress, an
+average of the weights (EMA) to validate and save."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .semi_supervised import SemiSupervisedScheduleHandler
 from .sparse_dice import SparseDiceHandler
 from .time_budget import TimeBudget
 from .tracking import adapt_tracking_handlers
+from .weight_averaging import WeightAveraging
 
 __all__ = [
     "ResumeCheckpointLoader",
@@ -26,6 +28,7 @@ __all__ = [
     "TimeBudget",
     "TimeBudgetLRDecay",
     "TrainingCheckpoint",
+    "WeightAveraging",
     "adapt_tracking_handlers",
     "atomic_save",
 ]

@@ -688,6 +688,38 @@ def test_a_resumed_run_ends_where_the_uninterrupted_run_ends(tmp_path):
     assert not all(torch.equal(straight[k], other[k]) for k in straight), "the random states made no difference"
 
 
+def test_weight_averaging_is_validated_saved_and_resumed(tmp_path):
+    """With ``--weight_averaging DECAY`` the validated and saved model (``model.pt``) is the average of the weights,
+    not the live network; the average rides in the checkpoint, so 1 epoch and a resume end with the model.pt of 2
+    straight epochs (without it in the checkpoint the average would restart and differ)."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    common = {"dataset_dir": str(data), "num_classes": 3, "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE,
+              "epoch_length": 4, "weight_averaging": 0.9}  # fmt: skip
+
+    def run(root: str, **values) -> str:
+        return check(bundle("training", "train.json", tmp_path, **{**common, "bundle_root": str(tmp_path / root),
+                                                                   **values}))  # fmt: skip
+
+    def load(root: str, name: str) -> dict:
+        return torch.load(tmp_path / root / "models" / name, weights_only=True)
+
+    run("one", epochs=1)
+    best, last = load("one", "model.pt"), load("one", "model_last.pt")
+    average = {k.removeprefix("module."): v for k, v in last["weight_averaging"].items() if k != "n_averaged"}
+    assert int(last["weight_averaging"]["n_averaged"]) == 4
+    assert best.keys() == average.keys() == last["model"].keys()
+    assert all(torch.equal(best[k], average[k]) for k in best), "model.pt is not the average of the weights"
+    assert not all(torch.equal(best[k], last["model"][k]) for k in best), "model.pt is the live network"
+    run("straight", epochs=2)
+    log = run("one", epochs=2, resume_from=str(tmp_path / "one" / "models" / "checkpoint_epoch=1.pt"))
+    assert "Restored all variables" in log and "starts afresh" not in log
+    straight, resumed = load("straight", "model_last.pt"), load("one", "model_last.pt")
+    for key in straight["weight_averaging"]:
+        assert torch.equal(straight["weight_averaging"][key], resumed["weight_averaging"][key]), key
+    best = [load(r, "model.pt") for r in ("straight", "one")]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0]), "another best model after the resume"
+
+
 def test_zoo_workflows_have_their_properties_and_run(tmp_path):
     """The model zoo's CI route: ``create_workflow`` (``ConfigWorkflow``, run id ``run``) for train and infer,
     ``check_properties()`` finds every required property and no optional one under a wrong id."""
