@@ -48,7 +48,7 @@ def ema_with_warmup(decay: float):
 class WeightAveraging:
     """Exponential moving average of a network's weights, updated after every training iteration.
 
-    Attach to the trainer (it is one of the bundle's ``train#handlers``) and give the evaluator and the best-model
+    Attach to the trainer (the bundle does so in its ``training`` steps) and give the evaluator and the best-model
     saver :attr:`evaluated_network`: the averaged copy, or the live network itself when ``decay`` is ``None`` or
     ``0`` (averaging off, the paper's setting). Its :meth:`state_dict` goes into the training checkpoint so that a
     resumed run goes on with the same average.
