@@ -20,10 +20,28 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["UNLABELLED", "center_index", "center_region_slices", "center_region_mask", "check_sparse_labels"]
+__all__ = [
+    "UNLABELLED",
+    "center_index",
+    "center_region_slices",
+    "center_region_mask",
+    "check_sparse_labels",
+    "unwrap_network",
+]
 
 #: Label value of pixels (or samples) without annotation.
 UNLABELLED = 0
+
+
+def unwrap_network(network: Any) -> Any:
+    """The network inside a ``DataParallel`` / ``DistributedDataParallel`` wrapper, or ``network`` itself.
+
+    Saving, loading, averaging and the dense pass all work on the inner network, so that a checkpoint written
+    under ``torchrun`` loads into a plain network and the other way round.
+    """
+    if isinstance(network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)):
+        return network.module
+    return network
 
 
 def center_index(size: int) -> int:
@@ -234,7 +252,7 @@ def check_network_state(state: Any, network: torch.nn.Module, path: str | os.Pat
     """
     if isinstance(state, dict) and key in state and isinstance(state[key], dict):
         state = state[key]
-    expected = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
+    expected = unwrap_network(network).state_dict()
     if not isinstance(state, dict) or set(state) != set(expected):
         raise ValueError(
             f"Checkpoint {path} does not hold the weights of this network (different parameter "

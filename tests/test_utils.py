@@ -200,3 +200,17 @@ def test_refuse_options_names_what_is_on():
     refuse_options("why", limit=0, tta=False, adjust_priors="no")
     with pytest.raises(ValueError, match="--tta cannot be used here: tiles"):
         refuse_options("tiles", limit=0, tta="true", adjust_priors=False)
+
+
+def test_unwrap_network_only_unwraps_data_parallel_wrappers():
+    inner = torch.nn.Linear(2, 2)
+    assert utils.unwrap_network(torch.nn.DataParallel(inner)) is inner
+    assert utils.unwrap_network(inner) is inner
+
+    class HasModuleChild(torch.nn.Module):  # a network with a sub-module called "module" is not a wrapper
+        def __init__(self):
+            super().__init__()
+            self.module = torch.nn.Linear(2, 2)
+
+    net = HasModuleChild()
+    assert utils.unwrap_network(net) is net

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from monai.utils import ensure_tuple_rep
 
+from ..utils import unwrap_network
 from .image_io import image_stem
 
 __all__ = [
@@ -364,7 +365,7 @@ def predict_large_images(
             "Out-of-core prediction needs a tile size (--tile_size, e.g. 1024); without one the whole image is "
             "in memory."
         )
-    net = getattr(network, "module", network)
+    net = unwrap_network(network)
     dims, channels = int(net.spatial_dims), int(getattr(net, "in_channels", 1))
     num_classes = int(net.head.net[-1].out_channels)
     out_dir = Path(output_dir).resolve()

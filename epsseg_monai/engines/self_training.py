@@ -9,7 +9,7 @@ import shutil
 
 import torch
 
-from epsseg_monai.utils import check_network_state, load_checkpoint
+from epsseg_monai.utils import check_network_state, load_checkpoint, unwrap_network
 
 __all__ = ["keep_better_model", "load_weights"]
 
@@ -20,7 +20,7 @@ def load_weights(network: torch.nn.Module, path: str | os.PathLike, key: str = "
     Read once and checked (:func:`~epsseg_monai.utils.check_network_state`): a missing or foreign file is named
     in the error.
     """
-    inner = getattr(network, "module", network)  # DataParallel / DDP: the inner network
+    inner = unwrap_network(network)
     inner.load_state_dict(check_network_state(load_checkpoint(path), inner, path, key=key))
     return network
 

@@ -25,7 +25,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from monai.handlers import CheckpointLoader
 
-from ..utils import is_main_process, network_shape_mismatches
+from ..utils import is_main_process, network_shape_mismatches, unwrap_network
 
 __all__ = [
     "BestModelSaver",
@@ -106,7 +106,7 @@ class BestModelSaver:
         self.best_epoch = self.trainer.state.epoch if self.trainer is not None else engine.state.epoch
         if not is_main_process():  # under torchrun every rank keeps the best value, rank 0 writes the file
             return
-        module = getattr(self.network, "module", self.network)  # DataParallel / DDP
+        module = unwrap_network(self.network)
         atomic_save(module.state_dict(), self.path)
         logger.info(f"Saved {self.path} ({self.metric_name} {self.best:.4f}, epoch {self.best_epoch})")
 
@@ -166,7 +166,7 @@ class TrainingCheckpoint:
     def _states(self) -> dict[str, Any]:
         states = {k: _state(v) for k, v in self.objects.items()}
         model = self.objects[self.model_key]
-        states[self.model_key] = _state(getattr(model, "module", model))  # DataParallel / DDP: the inner network
+        states[self.model_key] = _state(unwrap_network(model))
         states[PHASE_KEY] = self.phase
         return states
 
@@ -290,7 +290,7 @@ def _check_network_shapes(load_dict: Mapping[str, Any], checkpoint: Mapping[str,
     network, saved = load_dict.get("model"), checkpoint.get("model")
     if not isinstance(network, torch.nn.Module) or not isinstance(saved, Mapping):
         return
-    current = getattr(network, "module", network).state_dict()  # DataParallel / DDP: the inner network
+    current = unwrap_network(network).state_dict()
     mismatched = network_shape_mismatches(saved, current)
     if mismatched:
         key = mismatched[0]

@@ -20,6 +20,8 @@ from ignite.engine import Engine, Events
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..utils import unwrap_network
+
 __all__ = ["WeightAveraging"]
 
 logger = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ class WeightAveraging:
         decay = 0.0 if decay is None else float(decay)
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"weight_averaging (the EMA decay) must be in [0, 1), or 0 to turn it off; got {decay}.")
-        self.network = getattr(network, "module", network)
+        self.network = unwrap_network(network)
         self.decay = decay
         self.average: AveragedModel | None = None
         if decay > 0:
@@ -87,6 +89,7 @@ class WeightAveraging:
 
     def attach(self, engine: Engine) -> None:
         if self.average is not None:
+            logger.info("Weight averaging on: EMA decay %s per iteration; validation and model.pt use it.", self.decay)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self)
 
     def __call__(self, engine: Engine | None = None) -> None:

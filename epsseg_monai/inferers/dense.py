@@ -32,7 +32,7 @@ from monai.inferers import Inferer
 from monai.utils import ensure_tuple, ensure_tuple_rep
 from torch import nn
 
-from ..utils import check_amp, use_bfloat16
+from ..utils import check_amp, unwrap_network, use_bfloat16
 
 __all__ = ["DenseInferer", "class_entropy"]
 
@@ -106,7 +106,7 @@ class DenseInferer(Inferer):
     # ------------------------------------------------------------------ geometry
     @staticmethod
     def _check_network(network: Any) -> nn.Module:
-        net = getattr(network, "module", network)  # DataParallel / DDP
+        net = unwrap_network(network)
         needed = ("forward_dense", "dense_padding", "dense_receptive_field", "spatial_dims")
         if not all(hasattr(net, name) for name in needed):
             raise TypeError(

@@ -26,6 +26,7 @@ from monai.utils import ensure_tuple_rep
 from torch import nn
 
 from epsseg_monai.networks.nets.eps_seg_hvae import pad_border
+from epsseg_monai.utils import unwrap_network
 
 __all__ = ["DenseSlidingWindowInferer"]
 
@@ -79,7 +80,7 @@ class DenseSlidingWindowInferer(Inferer):
 
     def geometry(self, network: Any) -> tuple[list[tuple[int, ...]], int, Callable[[torch.Tensor], torch.Tensor]]:
         """``(pads, receptive field, valid pass)`` of ``network``."""
-        net = getattr(network, "module", network)
+        net = unwrap_network(network)
         if self.pads is not None:
             return self.pads, int(self.halo), net  # type: ignore[arg-type]
         if hasattr(net, "forward_dense"):  # EpsSegHVAE
@@ -137,7 +138,7 @@ class DenseSlidingWindowInferer(Inferer):
                     exact[(b, slice(None), *local)] = 1.0
             return logits, exact
 
-        net = getattr(network, "module", network)
+        net = unwrap_network(network)
         was_training = bool(getattr(net, "training", False))
         if isinstance(net, nn.Module):
             net.eval()

@@ -35,6 +35,7 @@ from monai.utils import convert_to_tensor
 from scipy.optimize import nnls
 
 from ..transforms.prior_adjustment import shift_class_priors
+from ..utils import unwrap_network
 from .sparse_dice import dice_counts, dice_from_counts
 
 __all__ = [
@@ -263,7 +264,7 @@ def calibrate_class_priors(
 
     if output_file is not None and os.path.exists(output_file) and not overwrite:
         raise FileExistsError(f"{output_file} already exists; pass --overwrite true to replace it.")
-    network = getattr(network, "module", network)  # a DistributedDataParallel wrapper: its network
+    network = unwrap_network(network)
     if checkpoint is not None:
         network.load_state_dict(check_network_state(load_checkpoint(checkpoint), network, checkpoint))
     predicted, click_probs, click_labels = predict_at_clicks(network, dataset, inferer, num_classes, device)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...utils import unwrap_network
 from ..blocks.blur_pool import BlurPool
 
 __all__ = ["DensePredictor", "dilate"]
@@ -120,7 +121,7 @@ class DensePredictor(nn.Module):
         share_weights: bool = False,
     ) -> None:
         super().__init__()
-        net = getattr(net, "module", net)  # DDP
+        net = unwrap_network(net)
         if pad_mode not in (None, "reflect", "replicate", "constant"):
             raise ValueError(f"pad_mode must be reflect, replicate, constant or None, got {pad_mode!r}.")
         self.spatial_dims = int(net.spatial_dims)
