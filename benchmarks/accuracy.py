@@ -292,8 +292,22 @@ def run_epsseg_curve(
     return outcomes, train_times, pred_times, vals
 
 
-def learning_curve_plot(rows: dict[str, dict], title: str, path: Path) -> bool:
+CURVE_LABELS = {
+    "epsseg": "ε-Seg (preset)",
+    "epsseg_calibrated": "ε-Seg (preset), calibrated",
+    "unet_sparse": "U-Net, sparse clicks",
+    "unet_dense": "U-Net, dense labels",
+}
+
+
+def learning_curve_plot(rows: dict[str, dict], title: str, path: Path, labels: dict[str, str] | None = None) -> bool:
     """Mean Dice against training minutes of the ``method@Ts`` rows, one line per method (matplotlib, PNG).
+
+    Args:
+        rows: ``results.json`` rows; those named ``method@Ts`` are drawn, a ``forest`` row as a dashed line.
+        title: the plot's title.
+        path: the PNG to write.
+        labels: legend text per method (default :data:`CURVE_LABELS`, else the method's name).
 
     Returns ``False`` (nothing written) when there are no curve rows or matplotlib is not installed.
     """
@@ -309,10 +323,11 @@ def learning_curve_plot(rows: dict[str, dict], title: str, path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import NullFormatter
     except ImportError:
         print("matplotlib is not installed (pip install -e '.[benchmarks]'): no learning-curve plot")
         return False
-    names = {"epsseg": "ε-Seg (preset)", "unet_sparse": "U-Net, sparse clicks", "unet_dense": "U-Net, dense labels"}
+    names = {**CURVE_LABELS, **(labels or {})}
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, points in sorted(curves.items()):
         points.sort()
@@ -323,6 +338,7 @@ def learning_curve_plot(rows: dict[str, dict], title: str, path: Path) -> bool:
     ax.set_xscale("log")
     ticks = sorted({p[0] for points in curves.values() for p in points})
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())  # no "6x10^0" labels between the budgets on the log axis
     ax.set_xlabel("training minutes (2 CPU cores)")
     ax.set_ylabel("mean Dice (test images)")
     ax.set_title(title)
