@@ -304,18 +304,19 @@ def learning_curve_plot(rows: dict[str, dict], title: str, path: Path, labels: d
     """Mean Dice against training minutes of the ``method@Ts`` rows, one line per method (matplotlib, PNG).
 
     Args:
-        rows: ``results.json`` rows; those named ``method@Ts`` are drawn, a ``forest`` row as a dashed line.
+        rows: ``results.json`` rows; those named ``method@Ts`` are drawn, a ``forest`` row as a dashed line; a row
+            with ``dice_min`` / ``dice_max`` (a mean of several runs) gets an error bar spanning them.
         title: the plot's title.
         path: the PNG to write.
         labels: legend text per method (default :data:`CURVE_LABELS`, else the method's name).
 
     Returns ``False`` (nothing written) when there are no curve rows or matplotlib is not installed.
     """
-    curves: dict[str, list[tuple[float, float]]] = {}
+    curves: dict[str, list[tuple[float, float, dict]]] = {}
     for key, row in rows.items():
         if "@" in key:
             method, point = key.split("@")
-            curves.setdefault(method, []).append((float(point.rstrip("s")) / 60, row["mean_dice"]))
+            curves.setdefault(method, []).append((float(point.rstrip("s")) / 60, row["mean_dice"], row))
     if not curves:
         return False
     try:
@@ -330,8 +331,14 @@ def learning_curve_plot(rows: dict[str, dict], title: str, path: Path, labels: d
     names = {**CURVE_LABELS, **(labels or {})}
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     for method, points in sorted(curves.items()):
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=names.get(method, method))
+        points.sort(key=lambda p: p[0])
+        xs, ys, spread = [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
+        if any("dice_min" in row for row in spread):  # several runs averaged: bars show their range
+            low = [y - row.get("dice_min", y) for y, row in zip(ys, spread)]
+            high = [row.get("dice_max", y) - y for y, row in zip(ys, spread)]
+            ax.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=names.get(method, method))
+        else:
+            ax.plot(xs, ys, marker="o", label=names.get(method, method))
     for method in ("forest",):
         if method in rows:
             ax.axhline(rows[method]["mean_dice"], color="grey", linestyle="--", label="random forest")
@@ -343,7 +350,7 @@ def learning_curve_plot(rows: dict[str, dict], title: str, path: Path, labels: d
     ax.set_ylabel("mean Dice (test images)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right")  # the curves rise to the upper right
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

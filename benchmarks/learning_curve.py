@@ -2,7 +2,8 @@
 
 ``accuracy.py --curve`` plots the methods of one run. Runs made on different days (e.g. ε-Seg+ retrained with a
 newer preset, next to a U-Net curve measured earlier on the same clicks and machine type) go in one figure with
-this script; each file's methods are labelled with the text given after ``=``.
+this script; each file's methods are labelled with the text given after ``=``. Files given the same label are
+averaged point by point (seeds): the plot shows their mean and, as error bars, their range.
 
 Usage (from the repository root)::
 
@@ -28,22 +29,30 @@ from benchmarks.accuracy import CURVE_LABELS, learning_curve_plot  # noqa: E402
 def merge_curve_rows(
     sources: list[tuple[Path, str]], dataset: str, methods: list[str] | None = None
 ) -> tuple[dict[str, dict], dict[str, str]]:
-    """The ``method@Ts`` rows of ``dataset`` from each ``(results.json, label)``, renamed ``method[i]@Ts`` so that
-    runs do not overwrite each other, and the legend text of each (``label`` + the method's name, or the method's
-    name alone when ``label`` is empty).
+    """The ``method@Ts`` rows of ``dataset`` from each ``(results.json, label)``, one curve per method and label.
+
+    Files with the same label are runs of the same methods (e.g. two seeds, or a seed's short budgets in one run and
+    its long one in another): a point that several of them hold becomes their mean, with ``dice_min``,
+    ``dice_max`` and ``runs`` (the count) in its row so that the plot draws the spread. Different labels stay
+    apart, as ``method[i]@Ts`` with ``i`` the label's index in order of appearance. The legend text of each is
+    ``label`` + the method's name, or the method's name alone when ``label`` is empty, with the number of runs
+    averaged where more than one. A label whose files hold one method (after ``methods``) is that curve's whole
+    legend text.
 
     Raises:
         FileNotFoundError: a results file is missing.
         ValueError: a file has no curve rows for ``dataset`` (names the file and the datasets it has).
     """
-    rows: dict[str, dict] = {}
+    groups: dict[str, int] = {}
+    values: dict[str, list[float]] = {}
     labels: dict[str, str] = {}
-    for i, (path, label) in enumerate(sources):
+    for path, label in sources:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: give the results.json that accuracy.py --curve wrote.")
         results = json.loads(path.read_text())
         if dataset not in results:
             raise ValueError(f"{path} has no rows for {dataset}; it has {sorted(results)}.")
+        index = groups.setdefault(label, len(groups))
         found = 0
         for key, row in results[dataset]["methods"].items():
             if "@" not in key:
@@ -51,13 +60,31 @@ def merge_curve_rows(
             method, point = key.split("@")
             if methods and method not in methods:
                 continue
-            name = f"{method}[{i}]"
-            rows[f"{name}@{point}"] = row
+            name = f"{method}[{index}]"
+            values.setdefault(f"{name}@{point}", []).append(float(row["mean_dice"]))
             base = CURVE_LABELS.get(method, method)
             labels[name] = f"{label}: {base}" if label else base
             found += 1
         if not found:
             raise ValueError(f"{path} has no learning-curve rows (method@Ts) for {dataset} and methods {methods}.")
+    for label, index in groups.items():  # a label given to one method alone is its whole legend text
+        names = [name for name in labels if name.endswith(f"[{index}]")]
+        if label and len(names) == 1:
+            labels[names[0]] = label
+    rows: dict[str, dict] = {}
+    runs: dict[str, int] = {}
+    for key, dice in values.items():
+        rows[key] = {
+            "mean_dice": sum(dice) / len(dice),
+            "dice_min": min(dice),
+            "dice_max": max(dice),
+            "runs": len(dice),
+        }
+        name = key.split("@")[0]
+        runs[name] = max(runs.get(name, 1), len(dice))
+    for name, count in runs.items():
+        if count > 1:
+            labels[name] += f" (mean of {count} runs)"
     return rows, labels
 
 

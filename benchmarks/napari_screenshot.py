@@ -2,14 +2,17 @@
 
 Opens napari (run it under a display, e.g.
 ``xvfb-run -s "-screen 0 1600x1000x24" python benchmarks/napari_screenshot.py``), loads a synthetic EM image
-(``epsseg_monai.data.synthetic.synthetic_em``) and sparse clicks of its 4 classes, docks the ε-Seg widget, presses
+(``epsseg_monai.data.synthetic.synthetic_em``) and sparse clicks of its 4 classes, or with ``--data_root`` the
+top-left ``--side`` pixels of a real VNC ssTEM section and its 0.05 % point annotations (``--section``, from the
+benchmark data, never committed), docks the ε-Seg widget, presses
 *Train* (``--minutes``), waits for the prediction, presses *Suggest clicks* and saves a screenshot of the whole
 window (``--output``, PNG) with the prediction, uncertainty and suggested-click layers. Prints the Dice of the
-prediction against the synthetic ground truth, so the picture can be checked against numbers.
+prediction against the (synthetic or dense) ground truth, so the picture can be checked against numbers.
 
 Usage::
 
     python benchmarks/napari_screenshot.py [--minutes 2] [--side 384] [--output bundle/docs/figures/napari_widget.png]
+    python benchmarks/napari_screenshot.py --data_root ../shared/data --section 0 --side 1024 --minutes 5
 """
 
 from __future__ import annotations
@@ -26,24 +29,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side", type=int, default=384)
     parser.add_argument("--points", type=int, default=25, help="clicks per class")
     parser.add_argument("--output", default="bundle/docs/figures/napari_widget.png")
+    parser.add_argument("--preset", default="cpu", help="the widget's preset: cpu or plus (ε-Seg+)")
+    parser.add_argument("--data_root", default=None, help="benchmark data (vnc/ inside): a real section, not synthetic")
+    parser.add_argument("--section", type=int, default=0, help="VNC section with --data_root")
+    parser.add_argument("--density", default="sparse_0.05pct", help="VNC point annotations with --data_root")
     args = parser.parse_args(argv)
 
     import napari
     import numpy as np
     from qtpy.QtWidgets import QApplication
 
-    from epsseg_monai.data.synthetic import CLASS_NAMES, sparse_points, synthetic_em
+    from epsseg_monai.data.synthetic import sparse_points, synthetic_em
     from epsseg_monai.napari.widget import PREDICTION_LAYER, SUGGESTIONS_LAYER, UNCERTAINTY_LAYER, EpsSegWidget
 
-    image, dense = synthetic_em((args.side, args.side), seed=3)
-    clicks = sparse_points(dense, args.points, seed=0)
+    if args.data_root:
+        import tifffile
+        from PIL import Image
+
+        from epsseg_monai.data.vnc import vnc_dense_to_classes
+
+        vnc, stem, crop = Path(args.data_root) / "vnc", f"{args.section:02d}", (slice(0, args.side),) * 2
+        for path in (vnc / "raw" / f"{stem}.tif", vnc / "labels" / f"{stem}.png", vnc / args.density / f"{stem}.tif"):
+            if not path.is_file():
+                raise SystemExit(f"{path} not found: --data_root must hold the benchmark's vnc/ folder.")
+        image = tifffile.imread(vnc / "raw" / f"{stem}.tif")[crop]
+        dense = vnc_dense_to_classes(np.asarray(Image.open(vnc / "labels" / f"{stem}.png")))[crop]
+        clicks = tifffile.imread(vnc / args.density / f"{stem}.tif")[crop].astype(np.uint8)
+        image_name = f"VNC ssTEM section {stem}"
+    else:
+        image, dense = synthetic_em((args.side, args.side), seed=3)
+        clicks = sparse_points(dense, args.points, seed=0)
+        image_name = "EM (synthetic)"
     viewer = napari.Viewer(title="ε-Seg in napari")
     viewer.window.resize(1600, 1000)
-    viewer.add_image(image, name="EM (synthetic)")
+    viewer.add_image(image, name=image_name)
     viewer.add_labels(clicks, name="clicks")
     widget = EpsSegWidget(viewer, work_dir=tempfile.mkdtemp(prefix="epsseg-shot-"))
     viewer.window.add_dock_widget(widget, name="ε-Seg", area="right")
     widget.minutes.value = args.minutes
+    widget.preset.value = args.preset
     widget.start_training()
     app = QApplication.instance()
     start = time.monotonic()
@@ -61,10 +85,10 @@ def main(argv: list[str] | None = None) -> None:
         time.sleep(0.05)
     pred = viewer.layers[PREDICTION_LAYER].data
     dice = []
-    for c in range(1, len(CLASS_NAMES) + 1):
+    for c in range(1, int(dense.max()) + 1):
         a, b = pred == c, dense == c
         dice.append(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
-    print(f"clicks {int((clicks > 0).sum())}, training {args.minutes} min, Dice per class "
+    print(f"clicks {int((clicks > 0).sum())}, preset {args.preset}, training {args.minutes} min, Dice per class "
           f"{[round(float(d), 3) for d in dice]}, mean {np.mean(dice):.3f}; status: {widget.status.value}")  # fmt: skip
     points = np.asarray(viewer.layers[SUGGESTIONS_LAYER].data)
     edge = np.minimum(points, np.array(image.shape) - 1 - points).min(axis=1) if len(points) else np.zeros(0)

@@ -26,6 +26,21 @@ def test_merge_keeps_each_run_apart_and_labels_it(tmp_path: Path) -> None:
     assert set(rows) == {"epsseg_calibrated[0]@300s", "unet_sparse[1]@300s", "unet_sparse[1]@900s"}
 
 
+def test_runs_with_one_label_are_averaged_with_their_range(tmp_path: Path) -> None:
+    seed0 = _results(tmp_path / "s0.json", {"epsseg@300s": 0.70, "epsseg@900s": 0.76})
+    seed1 = _results(tmp_path / "s1.json", {"epsseg@300s": 0.74})
+    long0 = _results(tmp_path / "long0.json", {"epsseg@1800s": 0.80})
+    other = _results(tmp_path / "other.json", {"epsseg@300s": 0.60})
+    rows, labels = merge_curve_rows(
+        [(seed0, "new"), (seed1, "new"), (long0, "new"), (other, "old")], "vnc:sparse_0.05pct"
+    )
+    assert rows["epsseg[0]@300s"] == pytest.approx({"mean_dice": 0.72, "dice_min": 0.70, "dice_max": 0.74, "runs": 2})
+    assert rows["epsseg[0]@900s"]["runs"] == 1 and rows["epsseg[0]@1800s"]["mean_dice"] == 0.80
+    assert rows["epsseg[1]@300s"]["mean_dice"] == 0.60  # another label stays its own curve
+    assert labels["epsseg[0]"] == "new (mean of 2 runs)"  # one method under a label: the label names it
+    assert labels["epsseg[1]"] == "old"
+
+
 def test_errors_name_the_file(tmp_path: Path) -> None:
     old = _results(tmp_path / "old.json", {"unet_sparse@300s": 0.65})
     with pytest.raises(FileNotFoundError, match="missing.json"):
@@ -44,4 +59,7 @@ def test_main_writes_the_png(tmp_path: Path) -> None:
     old = _results(tmp_path / "old.json", {"unet_sparse@300s": 0.65, "unet_sparse@900s": 0.75})
     out = tmp_path / "fig" / "curve.png"
     main(["--dataset", "vnc:sparse_0.05pct", "--results", f"{new}=new", f"{old}=", "--output", str(out)])
+    assert Image.open(out).size[0] > 300
+    again = _results(tmp_path / "again.json", {"epsseg@300s": 0.6, "epsseg@900s": 0.8})  # drawn with error bars
+    main(["--dataset", "vnc:sparse_0.05pct", "--results", f"{new}=new", f"{again}=new", "--output", str(out)])
     assert Image.open(out).size[0] > 300

@@ -1,8 +1,10 @@
-"""The Python examples of ``bundle/docs/README.md`` run as written (on a small random image and network)."""
+"""The Python examples of the bundle's docs (``bundle/docs/prediction.md``) run as written (on a small random image
+and network)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 from epsseg_monai.inferers import DenseInferer
 from epsseg_monai.networks import EpsSegHVAE
 
-DOCS = Path(__file__).resolve().parents[2] / "bundle" / "docs" / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "bundle" / "docs" / "prediction.md"
 
 
 def test_out_of_core_prediction_example_runs(tmp_path, monkeypatch):
@@ -31,3 +33,19 @@ def test_out_of_core_prediction_example_runs(tmp_path, monkeypatch):
     probs = np.load(tmp_path / "probs.npy")
     expected = DenseInferer(patch_size=16)(torch.from_numpy((raw - 100) / 20)[None], network)[0].numpy()
     np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-5)
+
+
+def test_bundle_docs_links_resolve():
+    """Every file that the bundle's docs link to, show or name (figures, the other pages, RESULTS.md) exists."""
+    docs = DOCS.parent
+    pages = sorted(docs.glob("*.md"))
+    assert {"README.md", "training.md", "prediction.md", "export.md", "napari.md", "distributed.md"} <= {
+        p.name for p in pages
+    }
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text):  # markdown links and images
+            if "://" not in target:
+                assert (docs / target).exists(), f"{page.name} links to {target}, which does not exist"
+        for name in re.findall(r"`([a-z_]+\.md)`", text):  # "see `training.md`"
+            assert (docs / name).exists() or name == "RESULTS.md", f"{page.name} names {name}, not in {docs}"
