@@ -59,6 +59,12 @@ class _Relay(QObject):
     progressed = Signal(object)
 
 
+def suggestion_point_size(shape: tuple[int, ...]) -> float:
+    """Diameter (image pixels) of the suggested-click points: 7 px, or 1/64 of the image's longest side if larger,
+    so that on a whole 1024² section, shown at about half its size, they stay visible (16 px)."""
+    return max(7.0, max(shape) / 64)
+
+
 class EpsSegWidget(Container):
     """Dock widget driving an :class:`~epsseg_monai.napari.session.InteractiveSession` from napari layers.
 
@@ -241,8 +247,8 @@ class EpsSegWidget(Container):
         if SUGGESTIONS_LAYER in self.viewer.layers:
             self.viewer.layers.remove(SUGGESTIONS_LAYER)
         self.viewer.add_points(
-            rows[:, :dims], name=SUGGESTIONS_LAYER, features=features, size=7, face_color="yellow",
-            border_color="black",
+            rows[:, :dims], name=SUGGESTIONS_LAYER, features=features,
+            size=suggestion_point_size(self.last_prediction.labels.shape), face_color="yellow", border_color="black",
         )  # fmt: skip
         self.status.value = f"{len(rows)} suggested clicks: label them in the clicks layer, then Train again."
         return rows

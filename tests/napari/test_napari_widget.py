@@ -34,6 +34,7 @@ from epsseg_monai.napari.widget import (  # noqa: E402
     SUGGESTIONS_LAYER,
     UNCERTAINTY_LAYER,
     EpsSegWidget,
+    suggestion_point_size,
 )
 
 
@@ -69,6 +70,8 @@ def test_paint_train_predict_suggest(widget: EpsSegWidget, qtbot) -> None:
     points = viewer.layers[SUGGESTIONS_LAYER]
     assert rows is not None and len(points.data) == len(rows) > 0
     assert set(points.features["predicted_class"]) <= {1, 2}
+    assert np.all(points.size == 7)  # a 40² image: the smallest points; a 1024² section gets 16 px ones
+    assert suggestion_point_size((1024, 1024)) == 16 and suggestion_point_size((40, 40)) == 7
 
     # label the suggestions, train again: a second round that continues from the first
     clicks = viewer.layers["clicks"].data
