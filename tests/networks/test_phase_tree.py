@@ -170,3 +170,27 @@ def test_training_pass_reads_fine_features_from_the_unmasked_patches() -> None:
     torch.testing.assert_close(fixed, expected)
     with pytest.raises(ValueError, match="must match the inputs"):
         net.forward_train(masked, unmasked=x[:, :, :16])
+
+
+@pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
+def test_stem_without_blocks_dense_equals_patch_mode(dims: int) -> None:
+    """``stem_blocks=0`` (ε-Seg+'s cheaper stem): the stem is the 5x5 conv alone, the receptive field shrinks by the
+    block's radius, and the dense pass still equals the patch-by-patch reference, fine-detail head included."""
+    with_block = network(dims, head_fine_levels=(0, 1))
+    net = network(dims, head_fine_levels=(0, 1), stem_blocks=0)
+    assert len(net.stem) == 2 and len(with_block.stem) == 3
+    assert net.dense_receptive_field() == with_block.dense_receptive_field() - 2
+    patch, window = CASES[dims]
+    radius = net.dense_receptive_field()
+    big = reference_patch(patch, window, radius)
+    spatial = (2 * radius + 4, 2 * radius + 3) if dims == 2 else (2 * radius + 2,) * 3
+    x = images(spatial, batch=1, seed=3)
+    probs = DenseInferer()(x, net)
+    mask = torch.zeros((1, *spatial), dtype=torch.bool)
+    mask[(0, *(slice(radius, s - radius) for s in spatial))] = True
+    with torch.no_grad():
+        expected = PatchCenterInferer(big, batch_size=16)(x, net, mask=mask)
+    sel = mask[:, None].expand_as(probs)
+    torch.testing.assert_close(probs[sel], expected[sel], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="stem_blocks must be >= 0"):
+        network(dims, stem_blocks=-1)

@@ -55,9 +55,9 @@ def pad_border(x: torch.Tensor, pads: Sequence[Sequence[int]], mode: str) -> tor
 class EpsSegHVAE(nn.Module):
     """Ladder VAE of ε-Seg (arXiv 2510.18637) for 2D or 3D patches, as a MONAI network.
 
-    Bottom-up path: 5x5 conv, ELU, a gated residual block, then per level a 3x3 conv, blur-pool (x1/2) and
-    ``num_blocks`` gated residual blocks; latent maps are ``patch/2, patch/4, ...``. Top-down path: the top
-    level's posterior ``q(z_L|x)`` comes from the top bottom-up features and its prior is a
+    Bottom-up path: 5x5 conv, ELU, ``stem_blocks`` (one) gated residual blocks, then per level a 3x3 conv,
+    blur-pool (x1/2) and ``num_blocks`` gated residual blocks; latent maps are ``patch/2, patch/4, ...``.
+    Top-down path: the top level's posterior ``q(z_L|x)`` comes from the top bottom-up features and its prior is a
     :class:`GMMPrior`; each lower level gets a prior ``p(z_l|z_>l)`` from the top-down features and a
     posterior ``q(z_l|x, z_>l)`` from the merge of top-down and bottom-up features (analytic KL). The
     decoder ends at full resolution with a 3x3 conv to the image channels (mean of a fixed-variance Gaussian
@@ -88,6 +88,10 @@ class EpsSegHVAE(nn.Module):
         mu_init: value of the GMM component means on their channel block (5.0).
         learnable_prior: learn the GMM component means and variances.
         num_final_blocks: residual blocks at full resolution before the output conv (default: ``num_blocks``).
+        stem_blocks: gated residual blocks of the stem after its 5x5 convolution (1 in the reference). They run at
+            full resolution on every training patch, the dearest part of a step on a CPU; ``0`` (ε-Seg+'s cheaper
+            stem, not in the paper) keeps the 5x5 convolution and its activation only, so the first bottom-up level
+            and the fine-detail head's level ``0`` read the 5x5 filter bank directly.
         act: activation of the residual blocks (ELU).
         norm: normalisation of the residual blocks (batch norm) or ``None``.
         reconstruct_center: side of the centre region whose reconstruction is needed (the inpainting mask's
@@ -138,6 +142,7 @@ class EpsSegHVAE(nn.Module):
         mu_init: float = 5.0,
         learnable_prior: bool = False,
         num_final_blocks: int | None = None,
+        stem_blocks: int = 1,
         act: str = "elu",
         norm: str | None = "batch",
         reconstruct_center: int | None = None,
@@ -175,6 +180,8 @@ class EpsSegHVAE(nn.Module):
                 f"The fine-detail head reads level {fine_levels[-1]} at the centre pixel, which needs patch_size // 2 "
                 f"to be a multiple of {2 ** fine_levels[-1]}; got patch_size={patch_size}."
             )
+        if stem_blocks < 0:
+            raise ValueError(f"stem_blocks must be >= 0, got {stem_blocks}.")
         self.head_fine_levels = fine_levels
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
@@ -192,7 +199,9 @@ class EpsSegHVAE(nn.Module):
                 GatedResidualBlock(spatial_dims, num_filters, act=act, norm=norm, dropout=dropout) for _ in range(n)
             ]
 
-        self.stem = nn.Sequential(conv(in_channels, num_filters, kernel_size=5, padding=2), Act[act](), *blocks(1))
+        self.stem = nn.Sequential(
+            conv(in_channels, num_filters, kernel_size=5, padding=2), Act[act](), *blocks(stem_blocks)
+        )
         self.bottom_up = nn.ModuleList(
             nn.Sequential(
                 conv(num_filters, num_filters, kernel_size=3, padding=1),
