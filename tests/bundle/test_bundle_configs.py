@@ -464,8 +464,8 @@ def test_inference_modes_and_optional_outputs(trained, tmp_path):
 @pytest.mark.parametrize("preset", ["cpu", "plus", "decoder"])
 def test_preset_with_time_limit_stops_training(tmp_path, preset):
     """A preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second. The same
-    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head or its
-    segmentation decoder)."""
+    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head and a stem
+    without residual blocks, or its segmentation decoder)."""
     data = make_dataset(tmp_path / "data", (40, 44))
     configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
@@ -482,6 +482,8 @@ def test_preset_with_time_limit_stops_training(tmp_path, preset):
     weights = torch.load(tmp_path / "b" / "models" / "model.pt", map_location="cpu")
     assert any("fine" in k for k in weights) == (preset == "plus")
     assert any(k.startswith("segmentation_decoder.") for k in weights) == (preset == "decoder")
+    # ε-Seg+'s stem is the 5x5 convolution alone (stem_blocks 0): no residual block's weights under stem.2
+    assert any(k.startswith("stem.2.") for k in weights) == (preset != "plus")
     configs = json.dumps([str(CONFIGS / "inference.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file", configs]
     values = {"bundle_root": str(tmp_path / "b"), "input_dir": str(data / "val" / "images"),
