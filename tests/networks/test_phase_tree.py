@@ -19,16 +19,13 @@ from tests.inferers.test_dense import CASES, images, network, reference_patch
 FINE = [(0,), (1,), (0, 1, 2)]
 
 
-@pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
-@pytest.mark.parametrize("fine", FINE, ids=lambda f: "fine-" + "".join(map(str, f)))
-def test_fine_head_dense_equals_patch_mode(dims: int, fine: tuple[int, ...]) -> None:
-    """Away from the border, the dense pass equals the patch-by-patch reference, fine-detail head included."""
-    net = network(dims, head_fine_levels=fine)
+def assert_dense_equals_patch_mode(net: EpsSegHVAE, dims: int, seed: int) -> None:
+    """Away from the border (one receptive radius in), ``DenseInferer`` equals the patch-by-patch reference."""
     patch, window = CASES[dims]
     radius = net.dense_receptive_field()
     big = reference_patch(patch, window, radius)
     spatial = (2 * radius + 4, 2 * radius + 3) if dims == 2 else (2 * radius + 2,) * 3
-    x = images(spatial, batch=1, seed=7)
+    x = images(spatial, batch=1, seed=seed)
     probs = DenseInferer()(x, net)
     mask = torch.zeros((1, *spatial), dtype=torch.bool)
     mask[(0, *(slice(radius, s - radius) for s in spatial))] = True
@@ -37,6 +34,14 @@ def test_fine_head_dense_equals_patch_mode(dims: int, fine: tuple[int, ...]) -> 
         expected = PatchCenterInferer(big, batch_size=16)(x, net, mask=mask)
     sel = mask[:, None].expand_as(probs)
     torch.testing.assert_close(probs[sel], expected[sel], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3], ids=["2d", "3d"])
+@pytest.mark.parametrize("fine", FINE, ids=lambda f: "fine-" + "".join(map(str, f)))
+def test_fine_head_dense_equals_patch_mode(dims: int, fine: tuple[int, ...]) -> None:
+    """Away from the border, the dense pass equals the patch-by-patch reference, fine-detail head included."""
+    net = network(dims, head_fine_levels=fine)
+    assert_dense_equals_patch_mode(net, dims, seed=7)
 
 
 def test_fine_features_change_the_prediction() -> None:
@@ -180,17 +185,6 @@ def test_stem_without_blocks_dense_equals_patch_mode(dims: int) -> None:
     net = network(dims, head_fine_levels=(0, 1), stem_blocks=0)
     assert len(net.stem) == 2 and len(with_block.stem) == 3
     assert net.dense_receptive_field() == with_block.dense_receptive_field() - 2
-    patch, window = CASES[dims]
-    radius = net.dense_receptive_field()
-    big = reference_patch(patch, window, radius)
-    spatial = (2 * radius + 4, 2 * radius + 3) if dims == 2 else (2 * radius + 2,) * 3
-    x = images(spatial, batch=1, seed=3)
-    probs = DenseInferer()(x, net)
-    mask = torch.zeros((1, *spatial), dtype=torch.bool)
-    mask[(0, *(slice(radius, s - radius) for s in spatial))] = True
-    with torch.no_grad():
-        expected = PatchCenterInferer(big, batch_size=16)(x, net, mask=mask)
-    sel = mask[:, None].expand_as(probs)
-    torch.testing.assert_close(probs[sel], expected[sel], rtol=0, atol=1e-5)
+    assert_dense_equals_patch_mode(net, dims, seed=3)
     with pytest.raises(ValueError, match="stem_blocks must be >= 0"):
         network(dims, stem_blocks=-1)
