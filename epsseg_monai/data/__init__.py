@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .datalist import (
+    check_validation,
     dataset_splits,
     image_datalist,
     intensity_statistics,
@@ -26,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "MicroscopyImageReader",
     "TiffFileReader",
+    "check_validation",
     "dataset_splits",
     "image_datalist",
     "image_readers",

@@ -24,6 +24,7 @@ import numpy as np
 from .image_io import image_stem, list_images
 
 __all__ = [
+    "check_validation",
     "dataset_splits",
     "label_coverage",
     "image_datalist",
@@ -90,20 +91,67 @@ def dataset_splits(dataset_dir: str | os.PathLike, val_fraction: float = 0.2) ->
 
     Args:
         dataset_dir: folder in the convention of this module.
-        val_fraction: share of each image's labelled points held out for validation when there is no ``val/``.
+        val_fraction: share of each image's labelled points held out for validation when there is no ``val/``;
+            ``0`` trains on every click without validation (once the settings are chosen, see
+            :func:`check_validation`).
 
     Returns:
         ``{"train": [...], "val": [...], "holdout_fraction": f}``; ``f`` is ``0`` when ``val/`` exists,
         otherwise ``val_fraction`` and both lists hold the same files (to be split by
-        :class:`~epsseg_monai.transforms.SplitSparseLabelsd`).
+        :class:`~epsseg_monai.transforms.SplitSparseLabelsd`); with ``val_fraction=0`` and no ``val/`` the
+        validation list is empty.
     """
     train = sparse_datalist(dataset_dir)
     val_dir = Path(dataset_dir) / "val"
     if val_dir.is_dir():
         return {"train": train, "val": sparse_datalist(val_dir), "holdout_fraction": 0.0}
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1) when {dataset_dir} has no val/ folder, got {val_fraction}.")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"val_fraction must be in [0, 1) when {dataset_dir} has no val/ folder, got {val_fraction} "
+            "(0 trains on every click without validation)."
+        )
+    if val_fraction == 0.0:
+        return {"train": train, "val": [], "holdout_fraction": 0.0}
     return {"train": train, "val": [dict(d) for d in train], "holdout_fraction": float(val_fraction)}
+
+
+def check_validation(
+    splits: dict[str, Any], phases: Sequence[str] = ("train",), calibrate_after_training: bool | str = False
+) -> bool:
+    """Whether a training run validates, and a clear error or warning where its settings need validation.
+
+    ``--val_fraction 0`` (without a ``val/`` folder) trains on every click: what a user does once the settings
+    are chosen on held-out clicks. Without validation ``model.pt`` holds the last epoch's weights (averaged where
+    ``weight_averaging`` is on), there is no early stopping and no plateau schedule of the learning rate (the
+    time-budget decay, ``lr_time_decay``, still applies), and the class-share calibration, which needs held-out
+    clicks, is skipped with a warning. The second phases (``semi_supervised.json``, ``self_train.json``) choose
+    their model by validation and are refused.
+
+    Args:
+        splits: the output of :func:`dataset_splits`.
+        phases: the run's training phases (the bundle's ``phases``).
+        calibrate_after_training: the bundle's ``--calibrate_after_training``.
+
+    Returns:
+        ``True`` when the run has validation data.
+    """
+    from ..utils import as_flag
+
+    if len(splits["val"]) > 0:
+        return True
+    extra = [p for p in phases if p != "train"]
+    if extra:
+        raise ValueError(
+            f"The {', '.join(extra)} phase chooses its model by validation, but --val_fraction 0 holds out no click. "
+            "Keep --val_fraction > 0 (or add a val/ folder) with that overlay, or train without it."
+        )
+    if as_flag(calibrate_after_training, "calibrate_after_training"):
+        warnings.warn(
+            "--val_fraction 0 holds out no click, so the class-share calibration after training is skipped "
+            "(pass --calibrate_after_training false to silence this, or keep --val_fraction > 0 to calibrate).",
+            stacklevel=2,
+        )
+    return False
 
 
 def intensity_statistics(datalist: Sequence[dict[str, Any]], key: str = "image") -> dict[str, list[float]]:
@@ -215,6 +263,8 @@ def label_coverage(
                 "Add clicks of that class, or set --num_classes / --class_names to the classes you labelled.",
                 stacklevel=2,
             )
+    if not splits["val"]:  # no validation asked for (--val_fraction 0): see check_validation
+        return counts
     if sum(counts["val"]) == 0:
         warnings.warn(
             f"No validation point in {where}: every validation Dice will be nan and model.pt will keep the first "

@@ -4,7 +4,7 @@ average of the weights (EMA) to validate and save."""
 
 from __future__ import annotations
 
-from .checkpoint import BestModelSaver, ResumeCheckpointLoader, TrainingCheckpoint, atomic_save
+from .checkpoint import BestModelSaver, LastModelSaver, ResumeCheckpointLoader, TrainingCheckpoint, atomic_save
 from .early_stop import EarlyStopHandler
 from .gradient_clipping import GradientClippingHandler
 from .loss_terms import LossTermsHandler
@@ -21,6 +21,7 @@ __all__ = [
     "BestModelSaver",
     "EarlyStopHandler",
     "GradientClippingHandler",
+    "LastModelSaver",
     "LossTermsHandler",
     "RandomStates",
     "SemiSupervisedScheduleHandler",

@@ -29,6 +29,7 @@ from ..utils import is_main_process, network_shape_mismatches, unwrap_network
 
 __all__ = [
     "BestModelSaver",
+    "LastModelSaver",
     "ResumeCheckpointLoader",
     "TrainingCheckpoint",
     "atomic_save",
@@ -116,6 +117,39 @@ class BestModelSaver:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.best = float(state["best"])
         self.best_epoch = int(state.get("best_epoch", 0))
+
+
+class LastModelSaver:
+    """Save the network's weights after every epoch: ``model.pt`` of a training without validation.
+
+    With ``--val_fraction 0`` no click is held out, so no metric chooses the best epoch and ``model.pt`` is the
+    last epoch's model (the averaged weights where ``weight_averaging`` is on), as a U-Net trained on every click
+    keeps its last weights. Written atomically after every epoch and when training stops (a time budget ends it
+    within an epoch), so an interrupted run still leaves the model of its last complete epoch. Attach to the
+    trainer.
+
+    Args:
+        path: the file of the weights (``models/model.pt``).
+        network: the network whose ``state_dict`` is saved (the averaged network under weight averaging).
+    """
+
+    def __init__(self, path: str | os.PathLike, network: torch.nn.Module) -> None:
+        self.path, self.network = Path(path), network
+        self._saved_iteration = -1
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process() or engine.state.iteration == self._saved_iteration:
+            return
+        atomic_save(unwrap_network(self.network).state_dict(), self.path)
+        self._saved_iteration = engine.state.iteration
+        logger.info(
+            f"Saved {self.path} (epoch {engine.state.epoch}, iteration {engine.state.iteration}: the last weights; "
+            "no validation with --val_fraction 0)"
+        )
 
 
 class TrainingCheckpoint:

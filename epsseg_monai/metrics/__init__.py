@@ -13,6 +13,7 @@ from .class_shares import (
     predict_at_clicks,
     prior_calibration_transform,
     select_prior_strength,
+    shift_gain_confidence,
 )
 from .evaluate import evaluate_segmentations
 from .sparse_dice import SparseDiceMetric, dice_counts, dice_from_counts
@@ -32,4 +33,5 @@ __all__ = [
     "predict_at_clicks",
     "prior_calibration_transform",
     "select_prior_strength",
+    "shift_gain_confidence",
 ]

@@ -226,6 +226,37 @@ def test_seeded_point_split_without_val_folder(tmp_path):
     assert "val_mean_dice" in log
 
 
+def test_training_on_every_click_without_validation(tmp_path):
+    """``--val_fraction 0``: every click trains, nothing validates; model.pt is the last (averaged) weights, the
+    calibration (it needs held-out clicks) is skipped with a warning, and an overlay whose second phase chooses its
+    model by validation is refused before anything is written."""
+    data = make_dataset(tmp_path / "data", (40, 44))
+    shutil.rmtree(data / "val")
+    common = {"dataset_dir": str(data), "num_classes": 3, "class_names": ["x", "y", "z"], **TINY_2D, **SCHEDULE,
+              "val_fraction": 0, "weight_averaging": 0.9}  # fmt: skip
+    log = check(bundle("training", "train.json", tmp_path, bundle_root=str(tmp_path / "b"),
+                       calibrate_after_training=True, **common))  # fmt: skip
+    assert "val_mean_dice" not in log and "No validation point" not in log
+    assert "calibration after training is skipped" in log
+    models = tmp_path / "b" / "models"
+    assert not (models / "class_priors.json").exists()
+    model, last = (torch.load(models / n, weights_only=True) for n in ("model.pt", "model_last.pt"))
+    assert int(last["trainer"]["iteration"]) == SCHEDULE["epochs"] * SCHEDULE["epoch_length"]
+    average = {k.removeprefix("module."): v for k, v in last["weight_averaging"].items() if k != "n_averaged"}
+    assert model.keys() == average.keys()
+    assert all(torch.equal(model[k], average[k]) for k in model), "model.pt is not the last averaged weights"
+    # the model predicts through inference.json like any other
+    check(bundle("inference", "inference.json", tmp_path, bundle_root=str(tmp_path / "b"),
+                 input_dir=str(data / "images"), output_dir=str(tmp_path / "pred")))  # fmt: skip
+    for name in ("a", "b"):
+        assert tifffile.imread(tmp_path / "pred" / f"{name}.tif").shape == (40, 44)
+    result = bundle("training", ["train.json", "self_train.json"], tmp_path, bundle_root=str(tmp_path / "st"),
+                    **common, **PLUS)  # fmt: skip
+    assert result.returncode != 0
+    assert "chooses its model by validation" in _last_line(result), _last_line(result)
+    assert not (tmp_path / "st").exists()
+
+
 def test_metadata_is_valid_against_the_model_zoo_schema():
     if not SCHEMA.is_file():
         pytest.skip(f"model zoo schema not found at {SCHEMA} (read from ../shared, never committed)")
@@ -821,6 +852,9 @@ def test_class_prior_calibration_from_held_out_clicks(trained, tmp_path):
     assert report["held_out_clicks"] == [12, 12, 12], "the val/ folder's clicks, 12 per class"
     assert abs(sum(report["class_shares"]) - 1) < 1e-5 and min(report["class_shares"]) >= 0
     assert f"{report['strength']:g}" in report["estimated_dense_dice"]
+    # the bootstrap check of the shift's gain (--calibration_confidence, 0.9 by default) is recorded with it
+    assert report["confidence"] == 0.9 and 0.0 <= report["gain_confidence"] <= 1.0
+    assert report["strength"] == (report["best_strength"] if report["gain_confidence"] >= 0.9 else 0.0)
     again = bundle("calibrate", "train.json", tmp_path, dataset_dir=str(data), **common)
     assert again.returncode != 0 and "--overwrite true" in _last_line(again), _last_line(again)
 

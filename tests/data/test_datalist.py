@@ -13,6 +13,7 @@ import tifffile
 from PIL import Image
 
 from epsseg_monai.data import (
+    check_validation,
     dataset_splits,
     image_datalist,
     intensity_statistics,
@@ -133,11 +134,30 @@ def test_splits_with_val_folder(tmp_path: Path) -> None:
     assert dataset_splits(root, val_fraction=0.0)["holdout_fraction"] == 0.0
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5])
 def test_invalid_val_fraction(tmp_path: Path, fraction: float) -> None:
     root = _dataset(tmp_path, {"a": (".tif", ".tif")})
     with pytest.raises(ValueError, match="val_fraction"):
         dataset_splits(root, val_fraction=fraction)
+
+
+def test_val_fraction_zero_trains_on_every_click_without_validation(tmp_path: Path) -> None:
+    root = _dataset(tmp_path, {"a": (".tif", ".tif"), "b": (".tif", ".tif")})
+    splits = dataset_splits(root, val_fraction=0.0)
+    assert splits == {"train": sparse_datalist(root), "val": [], "holdout_fraction": 0.0}
+    assert check_validation(dataset_splits(root, val_fraction=0.2)) is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_validation(splits, ["train"], calibrate_after_training="false") is False
+    # the calibration needs held-out clicks: skipped, with a warning that says how to keep it
+    with pytest.warns(UserWarning, match="calibration after training is skipped"):
+        assert check_validation(splits, ["train"], calibrate_after_training=True) is False
+    # a second phase chooses its model by validation: refused before anything trains
+    with pytest.raises(ValueError, match="self_training phase chooses its model by validation"):
+        check_validation(splits, ["train", "self_training"])
+    # a val/ folder validates whatever --val_fraction says
+    _dataset(root / "val", {"v": (".tif", ".tif")})
+    assert check_validation(dataset_splits(root, val_fraction=0.0), ["train", "semi_supervised"]) is True
 
 
 # ------------------------------------------------------------------ intensity statistics
@@ -263,6 +283,20 @@ def test_label_coverage_warns_for_each_gap(tmp_path: Path) -> None:
     assert counts == {"train": [1, 1, 0], "val": [0, 0, 0]}
     assert any("'z' (id 3) has no click in the training labels" in m for m in messages)
     assert any("No validation point" in m and "model.pt" in m for m in messages)
+
+
+def test_label_coverage_without_validation_only_checks_training(tmp_path: Path) -> None:
+    """--val_fraction 0: every click trains; no warning about validation points that were not asked for."""
+    lab = np.zeros((10, 10), np.uint8)
+    lab[0, 0], lab[5, 5], lab[7, 7] = 1, 2, 3
+    splits = dataset_splits(_coverage_dataset(tmp_path, {"a": lab}), val_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert label_coverage(splits, 3) == {"train": [1, 1, 1], "val": [0, 0, 0]}
+    lab[7, 7] = 0
+    splits = dataset_splits(_coverage_dataset(tmp_path, {"a": lab}), val_fraction=0.0)
+    with pytest.warns(UserWarning, match="has no click in the training labels"):
+        label_coverage(splits, 3)
 
 
 def test_label_coverage_warns_for_a_class_missing_from_val(tmp_path: Path) -> None:

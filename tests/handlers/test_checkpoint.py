@@ -12,7 +12,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from epsseg_monai.handlers import BestModelSaver, TimeBudget, TrainingCheckpoint, atomic_save
+from epsseg_monai.handlers import BestModelSaver, LastModelSaver, TimeBudget, TrainingCheckpoint, atomic_save
 from epsseg_monai.handlers import checkpoint as checkpoint_module
 
 EPOCH_LENGTH = 4
@@ -197,6 +197,28 @@ def test_best_model_saver_keeps_the_best_over_a_resume(tmp_path, caplog):
     evaluator2.run([0])  # the first validation after a resume is worse: it does not replace model.pt
     assert torch.equal(torch.load(tmp_path / "model.pt")["weight"], best_weights["weight"])
     assert resumed.best == 0.5 and not math.isinf(resumed.best)
+
+
+def test_last_model_saver_writes_the_last_weights_each_epoch_and_at_a_stop(tmp_path):
+    """Without validation model.pt is the last weights: after every epoch, and where a time budget stops the
+    run within an epoch (ignite fires no EPOCH_COMPLETED then)."""
+    clock = FakeClock()
+    net, _, trainer, _, _ = make_training(tmp_path / "ckpt", clock=clock, time_limit=6.0)
+    saver = LastModelSaver(tmp_path / "model.pt", net)
+    saver.attach(trainer)
+    saved: list[int] = []
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def after_epoch(engine: Engine) -> None:
+        saved.append(engine.state.iteration)
+        state = torch.load(tmp_path / "model.pt", weights_only=True)
+        assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+
+    trainer.run(range(EPOCH_LENGTH), max_epochs=5)
+    assert saved == [4]  # one full epoch, then the budget (6 iterations) stops the second one
+    assert trainer.state.iteration == 6
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items()), "model.pt is not the last weights"
 
 
 def test_time_budget_counts_resumed_runs_and_decays_once(tmp_path):

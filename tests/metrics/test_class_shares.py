@@ -14,6 +14,7 @@ from epsseg_monai.metrics import (
     estimate_class_shares,
     estimated_dense_dice,
     select_prior_strength,
+    shift_gain_confidence,
 )
 
 
@@ -78,6 +79,35 @@ def test_select_prior_strength_shifts_only_when_the_shares_are_unequal():
     assert best > 0 and scores[best] > scores[0.0] + 0.05
     best_equal, scores_equal = select_prior_strength(probs, labels, [0.5, 0.5])
     assert best_equal == 0.0 and len(set(scores_equal.values())) == 1
+
+
+def test_shift_gain_confidence_is_high_for_a_real_gain_and_middling_for_noise():
+    g = torch.Generator().manual_seed(2)
+    n = 4000
+    labels = torch.cat([torch.ones(n, dtype=torch.long), torch.full((n,), 2, dtype=torch.long)])
+    x = torch.where(labels == 1, torch.zeros(2 * n), torch.full((2 * n,), 1.5)) + torch.randn(2 * n, generator=g)
+    lik = torch.stack([torch.exp(-0.5 * x**2), torch.exp(-0.5 * (x - 1.5) ** 2)])
+    probs = lik / lik.sum(0)
+    best, _ = select_prior_strength(probs, labels, [0.95, 0.05])
+    assert shift_gain_confidence(probs, labels, [0.95, 0.05], best, num_resamples=200) > 0.99
+    assert shift_gain_confidence(probs, labels, [0.95, 0.05], 0.0) == 0.5  # no shift, no change
+
+    # 20 clicks per class; the shift towards class 1 corrects one class-1 click and breaks one class-2 click, so
+    # whether it gains depends on which clicks a resample holds
+    probs = torch.tensor([[0.9, 0.1]] * 19 + [[0.45, 0.55]] + [[0.1, 0.9]] * 19 + [[0.45, 0.55]]).T.double()
+    labels = torch.tensor([1] * 20 + [2] * 20)
+    plain = probs.argmax(0) + 1
+    shifted = (probs * torch.tensor([[1.6], [0.4]])).argmax(0) + 1
+    assert (plain != labels).sum() == 1 and (shifted != labels).sum() == 1 and (plain != shifted).sum() == 2
+    confidence = shift_gain_confidence(probs, labels, [0.8, 0.2], 1.0, num_resamples=500, seed=0)
+    assert 0.1 < confidence < 0.9, confidence
+    assert confidence == shift_gain_confidence(probs, labels, [0.8, 0.2], 1.0, num_resamples=500, seed=0)
+    with_shares = shift_gain_confidence(probs, labels, [0.8, 0.2], 1.0, predicted_shares=[0.8, 0.2], seed=0)
+    assert 0.0 <= with_shares <= 1.0
+    with pytest.raises(ValueError, match="click_probs"):
+        shift_gain_confidence(probs[:, :5], labels, [0.8, 0.2], 1.0)
+    with pytest.raises(ValueError, match="num_resamples"):
+        shift_gain_confidence(probs, labels, [0.8, 0.2], 1.0, num_resamples=0)
 
 
 def test_a_class_without_held_out_clicks_is_named():
