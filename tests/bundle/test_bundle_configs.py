@@ -494,15 +494,16 @@ def test_inference_modes_and_optional_outputs(trained, tmp_path):
 
 @pytest.mark.parametrize("preset", ["cpu", "plus", "decoder"])
 def test_preset_with_time_limit_stops_training(tmp_path, preset):
-    """A preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after a second. The same
-    preset merged over inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head and a stem
-    without residual blocks, or its segmentation decoder)."""
+    """A preset merged over train.json; ``--time_limit`` ends its 1000-epoch schedule after 5 seconds (1 s could end
+    it before its first epoch, and so before any model.pt, on a loaded machine). The same preset merged over
+    inference.json rebuilds the trained network (ε-Seg+: with its fine-detail head and a stem without residual
+    blocks, or its segmentation decoder)."""
     data = make_dataset(tmp_path / "data", (40, 44))
     configs = json.dumps([str(CONFIGS / "train.json"), str(CONFIGS / "presets" / f"{preset}.json")])
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", configs]
     values = {"dataset_dir": str(data), "bundle_root": str(tmp_path / "b"), "num_classes": 3,
               "class_names": ["x", "y", "z"], **TINY_2D, "batch_size": 8, "epoch_length": 2,
-              "time_limit": 1, "early_stop_patience": 100000}  # fmt: skip
+              "time_limit": 5, "early_stop_patience": 100000}  # fmt: skip
     if preset == "decoder":
         values["dense_crop_size"] = 24  # the preset's 128 px crops are larger than the tiny images
     # early stopping is out of the way: only the time limit may end the 1000 epochs
