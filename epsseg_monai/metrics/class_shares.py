@@ -139,6 +139,17 @@ def estimated_dense_dice(confusion: torch.Tensor, class_shares: Sequence[float] 
     return torch.as_tensor(dice)
 
 
+def _click_arrays(click_probs: torch.Tensor, click_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``click_probs`` as float64 ``(C, N)`` and ``click_labels`` as int64 ``(N,)``, their shapes checked."""
+    probs = torch.as_tensor(click_probs).double()
+    labels = torch.as_tensor(click_labels).long()
+    if probs.ndim != 2 or labels.shape != (probs.shape[1],):
+        raise ValueError(
+            f"Expected click_probs (C, N) and click_labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}."
+        )
+    return probs, labels
+
+
 def select_prior_strength(
     click_probs: torch.Tensor,
     click_labels: torch.Tensor,
@@ -162,12 +173,7 @@ def select_prior_strength(
     Returns:
         ``(best strength, {strength: estimated mean Dice})``.
     """
-    probs = torch.as_tensor(click_probs).double()
-    labels = torch.as_tensor(click_labels).long()
-    if probs.ndim != 2 or labels.shape != (probs.shape[1],):
-        raise ValueError(
-            f"Expected click_probs (C, N) and click_labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}."
-        )
+    probs, labels = _click_arrays(click_probs, click_labels)
     if not strengths:
         raise ValueError("strengths must not be empty.")
     num_classes = probs.shape[0]
@@ -213,12 +219,7 @@ def shift_gain_confidence(
     Returns:
         A fraction in ``[0, 1]``; ``0.5`` for ``strength == 0`` (no change).
     """
-    probs = torch.as_tensor(click_probs).double()
-    labels = torch.as_tensor(click_labels).long()
-    if probs.ndim != 2 or labels.shape != (probs.shape[1],):
-        raise ValueError(
-            f"Expected click_probs (C, N) and click_labels (N,), got {tuple(probs.shape)} and {tuple(labels.shape)}."
-        )
+    probs, labels = _click_arrays(click_probs, click_labels)
     if num_resamples < 1:
         raise ValueError(f"num_resamples must be >= 1, got {num_resamples}.")
     if strength == 0:

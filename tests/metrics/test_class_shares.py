@@ -68,13 +68,17 @@ def test_balanced_clicks_estimate_the_dense_dice_that_their_plain_dice_overstate
     assert plain - dense > 0.1
 
 
-def test_select_prior_strength_shifts_only_when_the_shares_are_unequal():
+def _two_overlapping_classes(n: int = 4000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities ``(2, 2n)`` of two unit Gaussians 1.5 apart at ``n`` clicks of each, and their labels."""
     g = torch.Generator().manual_seed(2)
-    n = 4000
     labels = torch.cat([torch.ones(n, dtype=torch.long), torch.full((n,), 2, dtype=torch.long)])
     x = torch.where(labels == 1, torch.zeros(2 * n), torch.full((2 * n,), 1.5)) + torch.randn(2 * n, generator=g)
     lik = torch.stack([torch.exp(-0.5 * x**2), torch.exp(-0.5 * (x - 1.5) ** 2)])
-    probs = lik / lik.sum(0)
+    return lik / lik.sum(0), labels
+
+
+def test_select_prior_strength_shifts_only_when_the_shares_are_unequal():
+    probs, labels = _two_overlapping_classes()
     best, scores = select_prior_strength(probs, labels, [0.95, 0.05])
     assert best > 0 and scores[best] > scores[0.0] + 0.05
     best_equal, scores_equal = select_prior_strength(probs, labels, [0.5, 0.5])
@@ -82,12 +86,7 @@ def test_select_prior_strength_shifts_only_when_the_shares_are_unequal():
 
 
 def test_shift_gain_confidence_is_high_for_a_real_gain_and_middling_for_noise():
-    g = torch.Generator().manual_seed(2)
-    n = 4000
-    labels = torch.cat([torch.ones(n, dtype=torch.long), torch.full((n,), 2, dtype=torch.long)])
-    x = torch.where(labels == 1, torch.zeros(2 * n), torch.full((2 * n,), 1.5)) + torch.randn(2 * n, generator=g)
-    lik = torch.stack([torch.exp(-0.5 * x**2), torch.exp(-0.5 * (x - 1.5) ** 2)])
-    probs = lik / lik.sum(0)
+    probs, labels = _two_overlapping_classes()
     best, _ = select_prior_strength(probs, labels, [0.95, 0.05])
     assert shift_gain_confidence(probs, labels, [0.95, 0.05], best, num_resamples=200) > 0.99
     assert shift_gain_confidence(probs, labels, [0.95, 0.05], 0.0) == 0.5  # no shift, no change
