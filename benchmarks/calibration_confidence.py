@@ -49,15 +49,19 @@ from epsseg_monai.transforms import SplitSparseLabels  # noqa: E402
 LEVELS = (0.8, 0.9, 0.95)
 
 
-def held_out_probabilities(run: Path, dataset: str, seed: int, data_root: str | None, amp: str, val_fraction: float):
-    """Probabilities ``(C, N)`` and class ids ``(N,)`` at the held-out clicks of a run's training images."""
+def load_run(run: Path) -> tuple[EpsSegHVAE, dict, dict]:
+    """The trained network (eval mode), its ``network.json`` and its intensity statistics, from a run's ``models/``."""
     models = run / "models"
     config = load_network_config(models / "network.json")
     net = EpsSegHVAE(**config["network"])
     state = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"] if "model" in state else state)
     net.eval()
-    stats = json.loads((models / "intensity_stats.json").read_text())
+    return net, config, json.loads((models / "intensity_stats.json").read_text())
+
+
+def held_out_items(dataset: str, seed: int, data_root: str | None, stats: dict, val_fraction: float):
+    """The training images (normalised like the bundle) with only their held-out clicks, and the dataset."""
     name, density = dataset.split(":")
     ds = load_dataset(name, data_root, density=density)
     split = SplitSparseLabels(val_fraction, part="val", seed=seed)
@@ -66,6 +70,13 @@ def held_out_probabilities(run: Path, dataset: str, seed: int, data_root: str | 
         held = split.held_out(sparse) & (sparse > 0)
         x = ((image - stats["mean"][0]) / stats["std"][0])[None].astype(np.float32)
         items.append({"image": x, "label": np.where(held, sparse, 0)})
+    return items, ds
+
+
+def held_out_probabilities(run: Path, dataset: str, seed: int, data_root: str | None, amp: str, val_fraction: float):
+    """Probabilities ``(C, N)`` and class ids ``(N,)`` at the held-out clicks of a run's training images."""
+    net, config, stats = load_run(run)
+    items, ds = held_out_items(dataset, seed, data_root, stats, val_fraction)
     inferer = DenseInferer(config["network"]["patch_size"], amp=amp)
     predicted, probs, labels = predict_at_clicks(net, items, inferer, ds.num_classes)
     return probs, labels, ds.num_classes, predicted / predicted.sum()

@@ -269,17 +269,19 @@ def check_network_state(state: Any, network: torch.nn.Module, path: str | os.Pat
     return state
 
 
-def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size") -> int:
+def check_even_crop(crop_size: int, patch_size: int, name: str = "crop_size", multiple: int = 2) -> int:
     """``crop_size`` if a patch of ``patch_size`` can be centre-cropped from it keeping the centre voxel.
 
     The centre voxel (index ``size // 2``) of the crop is that of its centre ``patch_size`` crop only when the
     two sides differ by an even number (a bundle config check; ``name`` is the option named in the error).
+    ``multiple`` asks for more: a difference that is a multiple of it (e.g. ``2**num_levels``, so that the crop's
+    centre is also a cell centre of every level the fine-detail head reads).
     """
-    crop_size, patch_size = int(crop_size), int(patch_size)
-    if crop_size < patch_size or (crop_size - patch_size) % 2:
+    crop_size, patch_size, multiple = int(crop_size), int(patch_size), max(2, int(multiple))
+    if crop_size < patch_size or (crop_size - patch_size) % multiple:
         raise ValueError(
-            f"{name}={crop_size} must be at least patch_size={patch_size} and differ from it by an even number, "
-            "so that the crop and its centre patch share the centre pixel."
+            f"{name}={crop_size} must be at least patch_size={patch_size} and differ from it by a multiple of "
+            f"{multiple}, so that the crop and its centre patch share the centre pixel."
         )
     return crop_size
 
