@@ -39,7 +39,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.accuracy import bundle_network, preset_path  # noqa: E402
-from benchmarks.baselines.data import dice_scores, load_dataset  # noqa: E402
+from benchmarks.baselines.data import dice_scores  # noqa: E402
+from benchmarks.calibration_confidence import held_out_items  # noqa: E402
 from epsseg_monai.inferers import DenseInferer  # noqa: E402
 from epsseg_monai.metrics import (  # noqa: E402
     DEFAULT_STRENGTHS,
@@ -51,7 +52,7 @@ from epsseg_monai.metrics import (  # noqa: E402
     predict_at_clicks,
     select_prior_strength,
 )
-from epsseg_monai.transforms import SplitSparseLabels, shift_class_priors  # noqa: E402
+from epsseg_monai.transforms import shift_class_priors  # noqa: E402
 
 STRENGTHS = DEFAULT_STRENGTHS
 
@@ -69,38 +70,32 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     run = Path(args.run_dir)
-    name, density = args.dataset.split(":")
-    ds = load_dataset(name, args.data_root, density=density)
-    c = ds.num_classes
     model = run / "models" / "model.pt"
     if not model.is_file():
         raise FileNotFoundError(f"{model} not found; train with benchmarks/accuracy.py --methods epsseg first.")
+    stats = json.loads((run / "models" / "intensity_stats.json").read_text())
+    # what a user has: the training images and the held-out clicks (the bundle's split)
+    held_out, ds = held_out_items(args.dataset, args.seed, args.data_root, stats, args.val_fraction)
+    c = ds.num_classes
     net = bundle_network(preset_path(args.preset), c)
     state = torch.load(model, map_location="cpu", weights_only=True)
     net.load_state_dict(state["model"] if "model" in state else state)
     net.eval()
-    stats = json.loads((run / "models" / "intensity_stats.json").read_text())
     patch = json.loads(preset_path(args.preset).read_text()).get("patch_size", 64)
     inferer = DenseInferer(patch)
-    split = SplitSparseLabels(args.val_fraction, part="val", seed=args.seed)
 
     def probabilities(image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
         with torch.no_grad():
             return inferer(x, net)[0].double()
 
-    # 1. what a user has: the training images and the held-out clicks (the bundle's split)
+    # 1. the calibration from the held-out clicks
     t0 = time.perf_counter()
-    train_clicks = torch.zeros(c, dtype=torch.long)
-    held_out = []
-    for image, sparse in zip(ds.train_images, ds.train_sparse):
-        held = split.held_out(sparse) & (sparse > 0)
-        x = (image - stats["mean"][0]) / stats["std"][0]
-        held_out.append({"image": x[None].astype(np.float32), "label": np.where(held, sparse, 0)})
-        train_clicks += torch.bincount(torch.from_numpy(sparse[~held & (sparse > 0)]) - 1, minlength=c)
     predicted, click_probs_t, click_labels_t = predict_at_clicks(net, held_out, inferer, c)
     q = predicted / predicted.sum()
     confusion = click_confusion(click_probs_t.argmax(0) + 1, click_labels_t, c)
+    clicks = sum(torch.bincount(torch.from_numpy(sparse[sparse > 0]) - 1, minlength=c) for sparse in ds.train_sparse)
+    train_clicks = clicks - confusion.sum(1)  # every click that is not held out
     shares = estimate_class_shares(confusion, q)
     true_shares = torch.bincount(torch.from_numpy(ds.train_dense).reshape(-1) - 1, minlength=c).double()
     true_shares /= true_shares.sum()
