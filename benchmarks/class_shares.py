@@ -15,9 +15,13 @@ clicks, the bundle's own split):
 
 Usage (from the repository root, after ``benchmarks/accuracy.py ... --methods epsseg --output_dir RUN``)::
 
-    python benchmarks/class_shares.py --run_dir RUN/vnc_sparse_0.05pct/epsseg --preset plus --seed 0 \\
-        [--data_root ../shared/data] [--dataset vnc:sparse_0.05pct] [--threads 2]
+    python benchmarks/class_shares.py --run_dir RUN/vnc_sparse_0.05pct/epsseg --seed 0 \\
+        [--data_root ../shared/data] [--dataset vnc:sparse_0.05pct] [--amp auto] [--threads 2]
 
+The network is built from the run's ``models/network.json`` (what training wrote next to the weights, the one
+source for the model), and the dense passes run in the precision of the bundle's calibration (``--amp``, its
+``--val_amp``; ``auto`` is bfloat16 where the CPU supports it), so that the strength chosen here is the bundle's
+(before its bootstrap check, ``benchmarks/calibration_confidence.py``).
 ``--seed`` must be the seed the model was trained with (it seeds the bundle's click split). Prints one table and
 writes ``class_shares.json`` into ``--run_dir``. The dense shares of the training images are printed for
 comparison only; nothing uses them.
@@ -38,9 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.accuracy import bundle_network, preset_path  # noqa: E402
 from benchmarks.baselines.data import dice_scores  # noqa: E402
-from benchmarks.calibration_confidence import held_out_items  # noqa: E402
+from benchmarks.calibration_confidence import held_out_items, load_run  # noqa: E402
 from epsseg_monai.inferers import DenseInferer  # noqa: E402
 from epsseg_monai.metrics import (  # noqa: E402
     DEFAULT_STRENGTHS,
@@ -60,11 +63,11 @@ STRENGTHS = DEFAULT_STRENGTHS
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run_dir", required=True, help="the ε-Seg folder of an accuracy.py run (holds models/)")
-    parser.add_argument("--preset", default="plus", help="the preset the model was trained with")
     parser.add_argument("--seed", type=int, default=0, help="the seed the model was trained with (click split)")
     parser.add_argument("--val_fraction", type=float, default=0.2, help="the bundle's --val_fraction")
     parser.add_argument("--data_root", default=None)
     parser.add_argument("--dataset", default="vnc:sparse_0.05pct")
+    parser.add_argument("--amp", default="auto", help="precision of the bundle's calibration (its --val_amp)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,16 +76,16 @@ def main() -> None:
     model = run / "models" / "model.pt"
     if not model.is_file():
         raise FileNotFoundError(f"{model} not found; train with benchmarks/accuracy.py --methods epsseg first.")
-    stats = json.loads((run / "models" / "intensity_stats.json").read_text())
+    net, config, stats = load_run(run)
     # what a user has: the training images and the held-out clicks (the bundle's split)
     held_out, ds = held_out_items(args.dataset, args.seed, args.data_root, stats, args.val_fraction)
     c = ds.num_classes
-    net = bundle_network(preset_path(args.preset), c)
-    state = torch.load(model, map_location="cpu", weights_only=True)
-    net.load_state_dict(state["model"] if "model" in state else state)
-    net.eval()
-    patch = json.loads(preset_path(args.preset).read_text()).get("patch_size", 64)
-    inferer = DenseInferer(patch)
+    if config["network"]["num_classes"] != c:
+        raise ValueError(
+            f"{run / 'models' / 'network.json'} has {config['network']['num_classes']} classes and {args.dataset} has "
+            f"{c}; give the --dataset the model was trained on."
+        )
+    inferer = DenseInferer(config["network"]["patch_size"], amp=args.amp)
 
     def probabilities(image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy((image - stats["mean"][0]) / stats["std"][0]).float()[None, None]
